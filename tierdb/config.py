@@ -1,0 +1,402 @@
+"""Settings as frozen msgspec Structs, and the loader that builds them.
+
+Precedence: defaults < TOML file (``config/tierdb.toml`` or ``TIERDB_CONFIG``) < ``TIERDB_*``
+environment variables < CLI flags.  ``load_settings`` validates every value against its field
+type and a table of semantic rules; an invalid value raises ``ConfigError`` naming the key and
+where the value came from.  ``redacted`` is the only form in which settings may be logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .errors import TierDBError
+from .models import POLICIES, normalize_policy
+
+MiB = 1024 * 1024
+
+
+class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 64 * MiB
+    max_batch: int = 10_000          # documents per upsert / ids per get or delete
+    max_k: int = 1_000
+    max_query_vectors: int = 1_000
+    shutdown_timeout_secs: float = 30.0
+
+
+class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    data_dir: str = "./data"
+    tiering_policy: str = "memory"   # memory | memory_s3 | s3_only (aliases Memory, MemoryS3, S3Only)
+    fsync: bool = True               # fsync the WAL before acknowledging (never disable in production)
+
+
+class IndexSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    threshold: int = 10_000          # segments with fewer rows are searched by brute force
+    m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 128
+    build_threads: int = 0           # 0 = all cores
+
+
+class CompactionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    interval_secs: float = 5.0       # how often the worker checks thresholds
+    threshold_ops: int = 10_000      # flush the memtable after this many writes
+    threshold_bytes: int = 100 * MiB # ... or this many bytes
+    max_age_secs: float = 300.0      # ... or when its oldest write is this old
+    merge_min_segments: int = 4      # merge when this many segments of similar size exist
+    merge_max_rows: int = 2_000_000  # never merge into a segment larger than this
+
+
+class S3Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    endpoint: str = ""               # empty = AWS default endpoint
+    bucket: str = ""
+    prefix: str = "tierdb"
+    region: str = "us-east-1"
+    path_style: bool = True          # MinIO / SeaweedFS need path-style addressing
+    connect_timeout_secs: float = 5.0
+    read_timeout_secs: float = 30.0
+
+
+class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_retries: int = 5
+    base_backoff_secs: float = 1.0
+    max_backoff_secs: float = 64.0
+
+
+class UploaderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    interval_secs: float = 1.0
+    group_commit_ms: float = 15.0    # s3_only: concurrent writers share one WAL PUT in this window
+
+
+class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    dir: str = ""                    # empty = {data_dir}/cache
+    disk_bytes: int = 2 * 1024 * MiB
+    ram_bytes: int = 512 * MiB
+
+
+class GcSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    interval_secs: float = 60.0
+    keep_manifests: int = 10
+    grace_secs: float = 600.0
+
+
+class SecuritySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    admin_token: str = ""            # TIERDB_ADMIN_TOKEN; prefer the env var over the file
+    api_keys: list[str] = []
+
+    def __repr__(self) -> str:
+        token = "***" if self.admin_token else "''"
+        return f"SecuritySettings(admin_token={token}, api_keys=[{len(self.api_keys)} redacted])"
+
+
+class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: str = "INFO"
+    format: str = "text"             # text | json
+    file: str = ""                   # also write to this file (rotated); empty = stderr only
+    file_max_bytes: int = 100 * MiB  # rotate the log file at this size
+    file_backups: int = 5            # rotated files kept
+    access_log: bool = True          # one line per HTTP request (method, route, status, duration)
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    index: IndexSettings = IndexSettings()
+    compaction: CompactionSettings = CompactionSettings()
+    s3: S3Settings = S3Settings()
+    retry: RetrySettings = RetrySettings()
+    uploader: UploaderSettings = UploaderSettings()
+    cache: CacheSettings = CacheSettings()
+    gc: GcSettings = GcSettings()
+    security: SecuritySettings = SecuritySettings()
+    log: LogSettings = LogSettings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_CONFIG_PATH = "config/tierdb.toml"
+ENV_PREFIX = "TIERDB_"
+ENV_CONFIG = "TIERDB_CONFIG"
+
+# Short names for the settings operators touch most; TIERDB_<SECTION>_<KEY> works for every key
+# and wins when both spellings are set.
+ENV_SHORTCUTS: dict[str, str] = {
+    "TIERDB_HOST": "server.host",
+    "TIERDB_PORT": "server.port",
+    "TIERDB_DATA_DIR": "storage.data_dir",
+    "TIERDB_TIERING_POLICY": "storage.tiering_policy",
+    "TIERDB_ADMIN_TOKEN": "security.admin_token",
+    "TIERDB_LOG_FORMAT": "log.format",
+    "TIERDB_LOG_LEVEL": "log.level",
+}
+
+_SECRET_KEYS = frozenset({"security.admin_token", "security.api_keys"})
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key and the source."""
+
+
+SECTION_TYPES: dict[str, type[msgspec.Struct]] = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+
+# Every setting as ``section.key`` -> its annotated type.
+FIELD_TYPES: dict[str, Any] = {
+    f"{section}.{field.name}": field.type
+    for section, struct in SECTION_TYPES.items()
+    for field in msgspec.structs.fields(struct)
+}
+
+
+def _flatten(settings: Settings) -> dict[str, Any]:
+    nested = msgspec.to_builtins(settings)
+    return {f"{section}.{key}": value for section, table in nested.items() for key, value in table.items()}
+
+
+def _unflatten(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted, value in values.items():
+        section, key = dotted.split(".", 1)
+        nested.setdefault(section, {})[key] = value
+    return nested
+
+
+def _explain(exc: msgspec.ValidationError, value: Any) -> str:
+    """'Expected `int`, got `str`' -> "expected int, got 'abc'" (msgspec knows the type, we know the value)."""
+    text = str(exc)
+    match = re.match(r"^Expected `(?P<expected>[^`]+)`, got `[^`]+`(?: - at `\$(?P<at>[^`]*)`)?$", text)
+    if match:
+        where = f" at {match['at']}" if match["at"] else ""
+        return f"expected {match['expected']}{where}, got {value!r}"
+    return f"{text.replace('`', '')}, got {value!r}"
+
+
+def _convert(key: str, value: Any, source: str, *, from_text: bool) -> Any:
+    """Coerce one value to its field type; text (env, CLI strings) is parsed leniently."""
+    tp = FIELD_TYPES[key]
+    if from_text and isinstance(value, str) and tp == list[str]:
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    try:
+        return msgspec.convert(value, tp, strict=not from_text)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{key}: {_explain(exc, value)} ({source})") from None
+
+
+class _Layers:
+    """Values by dotted key plus where each one came from, merged in precedence order."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = _flatten(Settings())
+        self.sources: dict[str, str] = {key: "default" for key in self.values}
+
+    def set(self, key: str, value: Any, source: str) -> None:
+        self.values[key] = value
+        self.sources[key] = source
+
+    def fail(self, key: str, requirement: str) -> ConfigError:
+        return ConfigError(f"{key}: {requirement}, got {self.values[key]!r} ({self.sources[key]})")
+
+
+# -- sources ----------------------------------------------------------------------------------
+
+
+def _config_path(config_path: str | None, env: Mapping[str, str]) -> tuple[Path, str] | None:
+    if config_path:
+        return Path(config_path), "--config"
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG]), f"env {ENV_CONFIG}"
+    default = Path(DEFAULT_CONFIG_PATH)
+    return (default, "default location") if default.is_file() else None
+
+
+def _read_toml(path: Path, origin: str) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found (from {origin})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror} (from {origin})") from None
+    try:
+        data = msgspec.toml.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    return data
+
+
+def _apply_file(layers: _Layers, path: Path, origin: str) -> None:
+    source = f"from file {path}"
+    for section, table in _read_toml(path, origin).items():
+        if section not in SECTION_TYPES:
+            raise ConfigError(
+                f"unknown section [{section}] ({source}); known sections: {', '.join(SECTION_TYPES)}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}: must be a table ([{section}]), got {table!r} ({source})")
+        for key, value in table.items():
+            dotted = f"{section}.{key}"
+            if dotted not in FIELD_TYPES:
+                raise ConfigError(f"unknown setting {dotted} ({source})")
+            layers.set(dotted, _convert(dotted, value, source, from_text=False), source)
+
+
+def _env_key(name: str) -> str | None:
+    """TIERDB_COMPACTION_THRESHOLD_OPS -> compaction.threshold_ops; None if no section matches."""
+    rest = name[len(ENV_PREFIX):].lower()
+    for section in SECTION_TYPES:
+        if rest.startswith(section + "_"):
+            return f"{section}.{rest[len(section) + 1:]}"
+    return None
+
+
+def _apply_env(layers: _Layers, env: Mapping[str, str]) -> None:
+    for name, key in ENV_SHORTCUTS.items():
+        if name in env:
+            layers.set(key, _convert(key, env[name], f"from env {name}", from_text=True), f"from env {name}")
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in ENV_SHORTCUTS or name == ENV_CONFIG:
+            continue
+        key = _env_key(name)
+        if key is None:
+            continue  # not a settings variable (no known section): leave it to other tools
+        source = f"from env {name}"
+        if key not in FIELD_TYPES:
+            raise ConfigError(f"unknown setting {key} ({source})")
+        layers.set(key, _convert(key, env[name], source, from_text=True), source)
+
+
+def _apply_overrides(layers: _Layers, overrides: Mapping[str, Any]) -> None:
+    source = "from command line"
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in FIELD_TYPES:
+            raise ConfigError(f"unknown setting {key} ({source})")
+        layers.set(key, _convert(key, value, source, from_text=isinstance(value, str)), source)
+
+
+# -- semantic rules ---------------------------------------------------------------------------
+
+
+def _positive(value: Any) -> bool:
+    return value > 0
+
+
+def _non_negative(value: Any) -> bool:
+    return value >= 0
+
+
+# (key, predicate, requirement): checked after all sources are merged.
+_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("server.host", bool, "must not be empty"),
+    ("server.port", lambda v: 1 <= v <= 65535, "must be between 1 and 65535"),
+    ("server.max_body_bytes", _positive, "must be positive"),
+    ("server.max_batch", _positive, "must be positive"),
+    ("server.max_k", _positive, "must be positive"),
+    ("server.max_query_vectors", _positive, "must be positive"),
+    ("server.shutdown_timeout_secs", _non_negative, "must not be negative"),
+    ("storage.data_dir", bool, "must not be empty"),
+    ("index.threshold", _non_negative, "must not be negative"),
+    ("index.m", lambda v: 2 <= v <= 128, "must be between 2 and 128"),
+    ("index.ef_construction", lambda v: 1 <= v <= 4096, "must be between 1 and 4096"),
+    ("index.ef_search", lambda v: 1 <= v <= 4096, "must be between 1 and 4096"),
+    ("index.build_threads", _non_negative, "must not be negative (0 = all cores)"),
+    ("compaction.interval_secs", _positive, "must be positive"),
+    ("compaction.threshold_ops", _positive, "must be positive"),
+    ("compaction.threshold_bytes", _positive, "must be positive"),
+    ("compaction.max_age_secs", _positive, "must be positive"),
+    ("compaction.merge_min_segments", lambda v: v >= 2, "must be at least 2"),
+    ("compaction.merge_max_rows", _positive, "must be positive"),
+    ("s3.connect_timeout_secs", _positive, "must be positive"),
+    ("s3.read_timeout_secs", _positive, "must be positive"),
+    ("retry.max_retries", _non_negative, "must not be negative"),
+    ("retry.base_backoff_secs", _positive, "must be positive"),
+    ("retry.max_backoff_secs", _positive, "must be positive"),
+    ("uploader.interval_secs", _positive, "must be positive"),
+    ("uploader.group_commit_ms", _non_negative, "must not be negative"),
+    ("cache.disk_bytes", _positive, "must be positive"),
+    ("cache.ram_bytes", _positive, "must be positive"),
+    ("gc.interval_secs", _positive, "must be positive"),
+    ("gc.keep_manifests", lambda v: v >= 1, "must be at least 1"),
+    ("gc.grace_secs", _non_negative, "must not be negative"),
+    ("log.file_max_bytes", _positive, "must be positive"),
+    ("log.file_backups", _non_negative, "must not be negative"),
+)
+
+
+def _normalize(layers: _Layers) -> None:
+    """Canonical spellings: policy aliases, log level case, log format case."""
+    values = layers.values
+    try:
+        values["storage.tiering_policy"] = normalize_policy(values["storage.tiering_policy"])
+    except TierDBError:
+        choices = ", ".join(POLICIES)
+        raise layers.fail("storage.tiering_policy", f"must be one of {choices} (or Memory, MemoryS3, S3Only)") from None
+    level = values["log.level"].upper()
+    if level not in _LOG_LEVELS:
+        raise layers.fail("log.level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    values["log.level"] = level
+    fmt = values["log.format"].lower()
+    if fmt not in _LOG_FORMATS:
+        raise layers.fail("log.format", f"must be one of {', '.join(_LOG_FORMATS)}")
+    values["log.format"] = fmt
+
+
+def _check(layers: _Layers) -> None:
+    values = layers.values
+    for key, predicate, requirement in _RULES:
+        if not predicate(values[key]):
+            raise layers.fail(key, requirement)
+    if values["retry.max_backoff_secs"] < values["retry.base_backoff_secs"]:
+        raise layers.fail("retry.max_backoff_secs", "must be at least retry.base_backoff_secs")
+    policy = values["storage.tiering_policy"]
+    if policy != "memory" and not values["s3.bucket"]:
+        source = layers.sources["storage.tiering_policy"]
+        raise ConfigError(f"s3.bucket: required when storage.tiering_policy is {policy!r} ({source})")
+
+
+def load_settings(
+    config_path: str | None = None,
+    env: Mapping[str, str] = os.environ,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build validated Settings: defaults < TOML file < TIERDB_* env < overrides.
+
+    ``overrides`` maps dotted keys to values (``{"server.port": 9000}``); None values are
+    ignored so CLI flags that were not given can be passed through unchanged.
+
+    >>> load_settings(env={}, overrides={"server.port": "9000"}).server.port
+    9000
+    """
+    layers = _Layers()
+    located = _config_path(config_path, env)
+    if located is not None:
+        _apply_file(layers, *located)
+    _apply_env(layers, env)
+    _apply_overrides(layers, overrides or {})
+    _normalize(layers)
+    _check(layers)
+    return msgspec.convert(_unflatten(layers.values), Settings)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Settings as plain data with every secret replaced by '***' (empty secrets stay empty)."""
+    nested = msgspec.to_builtins(settings)
+    for dotted in _SECRET_KEYS:
+        section, key = dotted.split(".", 1)
+        value = nested[section][key]
+        if isinstance(value, list):
+            nested[section][key] = ["***"] * len(value)
+        elif value:
+            nested[section][key] = "***"
+    return nested

@@ -1,0 +1,67 @@
+"""Compaction decisions as pure functions: when to flush the memtable, which segments to merge."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..config import CompactionSettings
+
+
+@dataclass(frozen=True)
+class MemtableState:
+    ops: int
+    approx_bytes: int
+    age_secs: float
+
+
+@dataclass(frozen=True)
+class SegmentState:
+    id: str
+    rows: int
+    live_rows: int
+
+
+def should_flush(m: MemtableState, settings: CompactionSettings) -> str | None:
+    """The reason to flush now, or None."""
+    if m.ops == 0:
+        return None
+    if m.ops >= settings.threshold_ops:
+        return "ops"
+    if m.approx_bytes >= settings.threshold_bytes:
+        return "bytes"
+    if m.age_secs >= settings.max_age_secs:
+        return "age"
+    return None
+
+
+def plan_merge(segments: list[SegmentState], settings: CompactionSettings, *, full: bool = False) -> list[str]:
+    """Ids of the segments to merge into one, or [] for nothing to do.
+
+    Size-tiered: segments fall into tiers by live rows (powers of 4); the first tier holding
+    ``merge_min_segments`` segments is merged, capped at ``merge_max_rows``.  A segment that is
+    mostly dead (over half its rows) is rewritten on its own to purge them.  ``full`` merges
+    everything that has more than one segment or any dead row.
+    """
+    if full:
+        if len(segments) > 1 or any(s.live_rows < s.rows for s in segments):
+            return [s.id for s in segments]
+        return []
+    tiers: dict[int, list[SegmentState]] = {}
+    for seg in sorted(segments, key=lambda s: s.live_rows):
+        tiers.setdefault(int(math.log(max(seg.live_rows, 1), 4)), []).append(seg)
+    for tier in sorted(tiers):
+        members = tiers[tier]
+        if len(members) >= settings.merge_min_segments:
+            chosen, rows = [], 0
+            for seg in members:
+                if rows + seg.live_rows > settings.merge_max_rows and chosen:
+                    break
+                chosen.append(seg.id)
+                rows += seg.live_rows
+            if len(chosen) > 1:
+                return chosen
+    for seg in segments:
+        if seg.rows and seg.live_rows * 2 < seg.rows:
+            return [seg.id]
+    return []

@@ -1,0 +1,221 @@
+"""Immutable segments: one object holding ids, vectors, metadata and an optional hnswlib index.
+
+Layout: ``b"TDBSEG01" | u32 header length | msgpack header | sections``.  The header records
+format version, dimension, metric, row count, hnsw parameters and, per section, its offset,
+length and sha256.  Sections: ``ids`` (msgpack list), ``vectors`` (float32 rows), ``metadata``
+(msgpack list) and, for segments with at least ``index.threshold`` rows, ``index`` (hnswlib's
+own serialisation).  Opening a segment loads the saved index; it never rebuilds one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
+import hnswlib
+import msgspec
+import numpy as np
+
+from ..errors import corrupt
+from ..models import HnswParams
+from . import vectors as vec
+from .rows import RowSource, SearchResult
+from .rwlock import RWLock
+
+MAGIC = b"TDBSEG01"
+FORMAT_VERSION = 1
+_LEN = struct.Struct("<I")
+
+
+class SectionRef(msgspec.Struct, array_like=True):
+    offset: int
+    length: int
+    sha256: str
+
+
+class SegmentHeader(msgspec.Struct):
+    format: int
+    dimension: int
+    metric: str
+    rows: int
+    hnsw: HnswParams
+    sections: dict[str, SectionRef]
+
+
+_ids_codec = msgspec.msgpack.Decoder(list[str])
+_meta_codec = msgspec.msgpack.Decoder(list[dict | None])
+_header_codec = msgspec.msgpack.Decoder(SegmentHeader)
+_encoder = msgspec.msgpack.Encoder()
+
+
+class Segment(RowSource):
+    """A loaded segment. Labels in the hnswlib index are row numbers."""
+
+    def __init__(
+        self,
+        segment_id: str,
+        metric: str,
+        ids: list[str],
+        raw: np.ndarray,
+        metadata: list[dict | None],
+        index: hnswlib.Index | None,
+        ef_search: int,
+    ) -> None:
+        super().__init__(metric, raw.shape[1])
+        self.id = segment_id
+        self.ids = ids
+        self.metadata = metadata
+        self._raw = raw
+        self._norms = vec.norms(raw)
+        self._alive = np.ones(len(ids), bool)
+        self.index = index
+        self.default_ef = ef_search
+        self._ef_lock = RWLock()
+        self.position = {doc_id: row for row, doc_id in enumerate(ids)}
+
+    @property
+    def indexed(self) -> bool:
+        return self.index is not None
+
+    def size(self) -> int:
+        return len(self.ids)
+
+    def alive_mask(self) -> np.ndarray:
+        return self._alive
+
+    def raw_vectors(self) -> np.ndarray:
+        return self._raw
+
+    def row_norms(self) -> np.ndarray:
+        return self._norms
+
+    def nbytes(self) -> int:
+        index_bytes = 0 if self.index is None else self.size() * (self.dimension * 4 + self.index.M * 8 + 64)
+        return self._raw.nbytes + self._norms.nbytes + index_bytes + 150 * self.size()
+
+    def _kill_row(self, row: int) -> None:
+        self._alive[row] = False
+        if self.index is not None:
+            self.index.mark_deleted(row)
+
+    def _index_search(self, queries: np.ndarray, k: int, ef: int, allowed: np.ndarray | None) -> SearchResult | None:
+        if self.index is None:
+            return None
+        ef = max(ef, k)
+        threads = 1 if len(queries) == 1 or allowed is not None else -1
+        flt = None if allowed is None else (lambda label: bool(allowed[label]))
+        try:
+            if ef == self.default_ef:
+                with self._ef_lock.read():
+                    labels, dist = self.index.knn_query(queries, k=k, num_threads=threads, filter=flt)
+            else:
+                with self._ef_lock.write():
+                    self.index.set_ef(ef)
+                    try:
+                        labels, dist = self.index.knn_query(queries, k=k, num_threads=threads, filter=flt)
+                    finally:
+                        self.index.set_ef(self.default_ef)
+        except RuntimeError:
+            # hnswlib could not find k rows (many deletions or a selective filter): be exact.
+            return None
+        return SearchResult(labels.astype(np.int64), dist.astype(np.float32, copy=False))
+
+
+# -- building and encoding --------------------------------------------------------------------
+def build_index(raw: np.ndarray, metric: str, params: HnswParams, threads: int) -> hnswlib.Index:
+    index = hnswlib.Index(space=metric, dim=raw.shape[1])
+    index.init_index(max_elements=max(len(raw), 1), M=params.m, ef_construction=params.ef_construction, allow_replace_deleted=False)
+    index.add_items(raw, np.arange(len(raw)), num_threads=threads or -1)
+    index.set_ef(params.ef_search)
+    return index
+
+
+def encode(
+    raw: np.ndarray,
+    ids: list[str],
+    metadata: list[dict | None],
+    metric: str,
+    params: HnswParams,
+    index: hnswlib.Index | None,
+) -> bytes:
+    sections: dict[str, bytes] = {
+        "ids": _encoder.encode(ids),
+        "vectors": np.ascontiguousarray(raw, dtype=np.float32).tobytes(),
+        "metadata": _encoder.encode(metadata),
+    }
+    if index is not None:
+        sections["index"] = _index_to_bytes(index)
+    refs: dict[str, SectionRef] = {}
+    offset = 0
+    for name, data in sections.items():
+        refs[name] = SectionRef(offset, len(data), hashlib.sha256(data).hexdigest())
+        offset += len(data)
+    header = _encoder.encode(
+        SegmentHeader(FORMAT_VERSION, raw.shape[1], metric, len(ids), params, refs)
+    )
+    return b"".join([MAGIC, _LEN.pack(len(header)), header, *sections.values()])
+
+
+def decode(segment_id: str, data: bytes, *, verify: bool = True) -> Segment:
+    """Open a segment from its bytes; raises CORRUPT naming the segment and the section."""
+    view = memoryview(data)
+    if bytes(view[:8]) != MAGIC:
+        raise corrupt(f"segment {segment_id}: bad magic", segment=segment_id)
+    (header_len,) = _LEN.unpack_from(view, 8)
+    body = 12 + header_len
+    try:
+        header = _header_codec.decode(view[12:body])
+    except msgspec.DecodeError as exc:
+        raise corrupt(f"segment {segment_id}: unreadable header ({exc})", segment=segment_id) from exc
+    if header.format != FORMAT_VERSION:
+        raise corrupt(f"segment {segment_id}: unsupported format {header.format}", segment=segment_id)
+
+    def section(name: str) -> memoryview:
+        ref = header.sections[name]
+        chunk = view[body + ref.offset : body + ref.offset + ref.length]
+        if len(chunk) != ref.length or (verify and hashlib.sha256(chunk).hexdigest() != ref.sha256):
+            raise corrupt(f"segment {segment_id}: section {name!r} failed its checksum", segment=segment_id)
+        return chunk
+
+    ids = _ids_codec.decode(section("ids"))
+    raw = np.frombuffer(section("vectors"), dtype=np.float32).reshape(header.rows, header.dimension).copy()
+    metadata = _meta_codec.decode(section("metadata"))
+    index = None
+    if "index" in header.sections:
+        index = _index_from_bytes(section("index"), header.metric, header.dimension, header.rows)
+        index.set_ef(header.hnsw.ef_search)
+    return Segment(segment_id, header.metric, ids, raw, metadata, index, header.hnsw.ef_search)
+
+
+@contextmanager
+def _scratch_path() -> Iterator[str]:
+    """A path hnswlib can save to / load from without touching the disk where possible."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("tierdb-hnsw")
+        try:
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+    else:  # pragma: no cover - non-Linux
+        with tempfile.TemporaryDirectory(prefix="tierdb-hnsw-") as tmp:
+            yield os.path.join(tmp, "index.bin")
+
+
+def _index_to_bytes(index: hnswlib.Index) -> bytes:
+    with _scratch_path() as path:
+        index.save_index(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _index_from_bytes(data: memoryview, metric: str, dimension: int, rows: int) -> hnswlib.Index:
+    index = hnswlib.Index(space=metric, dim=dimension)
+    with _scratch_path() as path:
+        with open(path, "wb") as f:
+            f.write(data)
+        index.load_index(path, max_elements=max(rows, 1))
+    return index

@@ -1,0 +1,264 @@
+"""Write-ahead log: framed, checksummed records in numbered local files.
+
+Frame: ``[u32 length][u32 crc32(payload)][payload]`` little-endian; the payload is msgpack.
+One record holds one whole batch (upsert or delete), so a batch is applied entirely or not at
+all after a crash.  Files are named by the sequence number of their first record; the active
+file is appended to and fsynced once per group commit; ``rotate`` seals it.
+
+Recovery cuts a torn or corrupt *tail* of the last file.  A bad frame followed by a valid one,
+a bad frame in a sealed file, or a gap in sequence numbers is corruption: ``scan`` raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import msgspec
+
+from ..errors import ErrorKind, TierDBError, corrupt
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<II")
+MAX_RECORD_BYTES = 1 << 30
+_SUFFIX = ".wal"
+
+
+class WalRecord(msgspec.Struct, array_like=True):
+    """One acknowledged batch. ``vectors`` is the raw float32 bytes of all rows."""
+
+    seq: int
+    op: str                                 # "upsert" | "delete"
+    ids: list[str]
+    vectors: bytes = b""
+    metadata: list[dict | None] = []
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(WalRecord)
+_RECORD_MARKER = b"\x95"  # msgpack fixarray of WalRecord's 5 fields
+
+
+def frame(record: WalRecord) -> bytes:
+    payload = _encoder.encode(record)
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _read_frame(buf: memoryview, offset: int) -> tuple[WalRecord, int] | None:
+    """The record at offset and the next offset, or None if the frame is torn or corrupt."""
+    if offset + _HEADER.size > len(buf):
+        return None
+    length, crc = _HEADER.unpack_from(buf, offset)
+    start = offset + _HEADER.size
+    if length > MAX_RECORD_BYTES or start + length > len(buf):
+        return None
+    payload = buf[start : start + length]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        return _decoder.decode(payload), start + length
+    except msgspec.DecodeError:
+        return None
+
+
+def decode_records(data: bytes, *, source: str) -> tuple[list[WalRecord], int]:
+    """Every valid record in data and the offset where valid data ends.
+
+    Raises CORRUPT when a bad frame is followed by a valid one (damage in the middle).
+    """
+    buf = memoryview(data)
+    records: list[WalRecord] = []
+    offset = 0
+    while offset < len(buf):
+        got = _read_frame(buf, offset)
+        if got is None:
+            _refuse_if_valid_frame_follows(buf, offset, source)
+            break
+        record, offset = got
+        records.append(record)
+    return records, offset
+
+
+def _refuse_if_valid_frame_follows(buf: memoryview, bad_offset: int, source: str) -> None:
+    # A record payload is a 5-element msgpack array (0x95); probing only where that byte sits
+    # keeps the scan of a long torn tail fast.
+    data = bytes(buf)
+    probe = data.find(_RECORD_MARKER, bad_offset + 1 + _HEADER.size)
+    while probe != -1:
+        got = _read_frame(buf, probe - _HEADER.size)
+        if got is not None:
+            raise corrupt(
+                f"WAL {source}: corrupt record at byte {bad_offset} followed by a valid record "
+                f"at byte {probe - _HEADER.size}; refusing to skip it",
+                path=source,
+                offset=bad_offset,
+            )
+        probe = data.find(_RECORD_MARKER, probe + 1)
+
+
+def wal_file_name(first_seq: int) -> str:
+    return f"{first_seq:020d}{_SUFFIX}"
+
+
+@dataclass
+class WalFile:
+    path: str
+    first_seq: int
+
+
+class LocalWal:
+    """WAL files in one directory.  Not thread-safe: one writer (the group committer) at a time."""
+
+    def __init__(self, directory: str, *, fsync: bool = True) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        os.makedirs(directory, exist_ok=True)
+        self._fd: int | None = None
+        self._active: WalFile | None = None
+        self._size = 0
+        self.bytes_total = 0
+
+    # -- recovery ---------------------------------------------------------------------------
+    def files(self) -> list[WalFile]:
+        names = sorted(n for n in os.listdir(self.directory) if n.endswith(_SUFFIX))
+        return [WalFile(os.path.join(self.directory, n), int(n[: -len(_SUFFIX)])) for n in names]
+
+    def scan(self, after_seq: int) -> Iterator[WalRecord]:
+        """Records with seq > after_seq, in order, cutting a torn tail of the last file."""
+        files = self.files()
+        expected: int | None = None
+        for i, wal_file in enumerate(files):
+            with open(wal_file.path, "rb") as f:
+                data = f.read()
+            records, valid_end = decode_records(data, source=wal_file.path)
+            if valid_end < len(data):
+                if i != len(files) - 1:
+                    raise corrupt(
+                        f"WAL {wal_file.path}: corrupt record at byte {valid_end} in a sealed file",
+                        path=wal_file.path,
+                        offset=valid_end,
+                    )
+                log.warning(
+                    "cutting torn WAL tail",
+                    extra={"path": wal_file.path, "offset": valid_end, "dropped_bytes": len(data) - valid_end},
+                )
+                self._truncate(wal_file.path, valid_end)
+            if records and records[0].seq != wal_file.first_seq:
+                raise corrupt(
+                    f"WAL {wal_file.path}: first record has seq {records[0].seq}, file name says {wal_file.first_seq}",
+                    path=wal_file.path,
+                )
+            for record in records:
+                if expected is not None and record.seq != expected:
+                    raise corrupt(
+                        f"WAL {wal_file.path}: sequence gap, expected {expected} got {record.seq}",
+                        path=wal_file.path,
+                    )
+                expected = record.seq + 1
+                if record.seq > after_seq:
+                    yield record
+
+    @staticmethod
+    def _truncate(path: str, size: int) -> None:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
+
+    # -- writing ----------------------------------------------------------------------------
+    def open_for_append(self, next_seq: int) -> None:
+        """Append to the last file, or start a new one at next_seq."""
+        files = self.files()
+        if files:
+            self._active = files[-1]
+        else:
+            self._active = WalFile(os.path.join(self.directory, wal_file_name(next_seq)), next_seq)
+        self._fd = os.open(self._active.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        if not files:
+            _fsync_dir(self.directory)
+        self.bytes_total = sum(os.path.getsize(f.path) for f in self.files())
+
+    def append(self, frames: list[bytes]) -> None:
+        """Write frames and make them durable; on failure the file is cut back and the error raised."""
+        assert self._fd is not None, "WAL not open"
+        data = b"".join(frames)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            self._cut_back(self._size)
+            raise _storage_error(exc, self._active.path if self._active else self.directory) from exc
+        self._size += len(data)
+        self.bytes_total += len(data)
+
+    def _cut_back(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)  # type: ignore[arg-type]
+        except OSError:
+            log.exception("could not cut the WAL back after a failed write", extra={"path": self.directory})
+            raise
+
+    def rotate(self, next_seq: int) -> None:
+        """Seal the active file; the next record starts a new file (if the active one has data)."""
+        if self._size == 0:
+            return
+        self.close()
+        self._active = WalFile(os.path.join(self.directory, wal_file_name(next_seq)), next_seq)
+        self._fd = os.open(self._active.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = 0
+        _fsync_dir(self.directory)
+
+    def sealed_files(self) -> list[WalFile]:
+        return [f for f in self.files() if self._active is None or f.path != self._active.path]
+
+    def remove_covered(self, covered_seq: int, *, keep_from_seq: int | None = None) -> int:
+        """Delete sealed files whose records all have seq <= covered_seq (and < keep_from_seq)."""
+        files = self.files()
+        removed = 0
+        for wal_file, nxt in zip(files, files[1:]):
+            last_seq = nxt.first_seq - 1
+            if last_seq > covered_seq or (keep_from_seq is not None and last_seq >= keep_from_seq):
+                break
+            if self._active is not None and wal_file.path == self._active.path:
+                break
+            size = os.path.getsize(wal_file.path)
+            os.unlink(wal_file.path)
+            self.bytes_total -= size
+            removed += 1
+        if removed:
+            _fsync_dir(self.directory)
+        return removed
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(exc: OSError, path: str) -> TierDBError:
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        return TierDBError(
+            ErrorKind.INSUFFICIENT_STORAGE,
+            f"cannot write the WAL at {path}: {os.strerror(exc.errno)}",
+            path=path,
+        )
+    return TierDBError(ErrorKind.UNAVAILABLE, f"WAL write failed at {path}: {exc}", path=path)

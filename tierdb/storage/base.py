@@ -1,0 +1,43 @@
+"""The BlobStore protocol: the only thing the engine and workers know about object storage.
+
+Every implementation (local directory, memory, S3) and every wrapper (retry, disk cache,
+metrics, fault injection) satisfies it and passes tests/unit/blobstore_contract.py.
+Keys are relative ("collections/x/segments/ab.seg"); a store maps them under its root/prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+
+class ObjectInfo(msgspec.Struct, frozen=True):
+    key: str
+    size: int
+    etag: str = ""
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Async object storage.
+
+    Errors are TierDBError: NOT_FOUND for a missing key, PRECONDITION when a put with
+    ``if_absent=True`` finds the key already there, UNAVAILABLE for transient failures
+    (retryable: 5xx, throttling, timeouts, connection errors) and other kinds for
+    permanent ones (context ``retryable=False``).
+    """
+
+    async def get(self, key: str) -> bytes: ...
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None: ...
+
+    async def delete(self, key: str) -> None:
+        """Idempotent: deleting a missing key is not an error."""
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with prefix, sorted by key (paginates internally)."""
+
+    async def head(self, key: str) -> ObjectInfo | None: ...
+
+    async def close(self) -> None: ...
