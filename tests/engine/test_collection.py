@@ -170,6 +170,7 @@ async def test_bad_writes_change_nothing(engine):
         ([], np.zeros((0, 8), np.float32), None),                # empty batch
         (["b"], [["x"] * 8], None),                              # non-numeric
         (["b"], random_vectors(1, 8), [[1, 2]]),                 # metadata not an object
+        (["b"], random_vectors(1, 8), [{"big": 2**70}]),         # integer msgpack cannot hold
     ]
     for ids, vecs, md in bad:
         with pytest.raises(TierDBError) as err:

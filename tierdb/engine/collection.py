@@ -160,9 +160,7 @@ class Collection:
             metadata = [None] * len(ids)
         elif len(metadata) != len(ids):
             raise invalid(f"got {len(ids)} ids but {len(metadata)} metadata entries")
-        for i, md in enumerate(metadata):
-            if md is not None and not isinstance(md, dict):
-                raise invalid(f"metadata of document {i} ({ids[i]!r}) must be a JSON object or null")
+        _check_metadata(ids, metadata)
         started = time.perf_counter()
         result = await self._committer.submit(WriteOp("upsert", list(ids), matrix, list(metadata)))
         metrics.INSERTS.labels(collection=self.name).inc(len(ids))
@@ -595,6 +593,21 @@ def _check_ids(ids: list[str], *, allow_duplicates: bool = False) -> None:
             if doc_id in seen:
                 raise invalid(f"duplicate id {doc_id!r} in one batch", field="ids")
             seen.add(doc_id)
+
+
+_metadata_encoder = msgspec.msgpack.Encoder()
+
+
+def _check_metadata(ids: list[str], metadata: list[dict | None]) -> None:
+    for i, md in enumerate(metadata):
+        if md is None:
+            continue
+        if not isinstance(md, dict):
+            raise invalid(f"metadata of document {i} ({ids[i]!r}) must be a JSON object or null")
+        try:
+            _metadata_encoder.encode(md)
+        except (OverflowError, TypeError) as exc:
+            raise invalid(f"metadata of document {i} ({ids[i]!r}) cannot be stored: {exc}") from exc
 
 
 def _sha256(data: bytes) -> str:

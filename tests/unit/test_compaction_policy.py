@@ -1,0 +1,36 @@
+from tierdb.config import CompactionSettings
+from tierdb.engine.compaction import MemtableState, SegmentState, plan_merge, should_flush
+
+SETTINGS = CompactionSettings(threshold_ops=100, threshold_bytes=1000, max_age_secs=60, merge_min_segments=3, merge_max_rows=10_000)
+
+
+def test_flush_reasons():
+    assert should_flush(MemtableState(0, 10**9, 10**9), SETTINGS) is None
+    assert should_flush(MemtableState(100, 0, 0), SETTINGS) == "ops"
+    assert should_flush(MemtableState(1, 1000, 0), SETTINGS) == "bytes"
+    assert should_flush(MemtableState(1, 0, 61), SETTINGS) == "age"
+    assert should_flush(MemtableState(99, 999, 59), SETTINGS) is None
+
+
+def seg(i, rows, live=None):
+    return SegmentState(f"s{i}", rows, rows if live is None else live)
+
+
+def test_merges_a_full_tier_only():
+    assert plan_merge([seg(1, 100), seg(2, 110), seg(3, 5000)], SETTINGS) == []
+    assert sorted(plan_merge([seg(1, 100), seg(2, 110), seg(3, 120), seg(4, 5000)], SETTINGS)) == ["s1", "s2", "s3"]
+
+
+def test_respects_max_rows():
+    chosen = plan_merge([seg(i, 4000) for i in range(4)], SETTINGS)
+    assert len(chosen) == 2
+
+
+def test_rewrites_mostly_dead_segment():
+    assert plan_merge([seg(1, 1000, live=400)], SETTINGS) == ["s1"]
+
+
+def test_full_merges_everything_unless_already_clean():
+    assert sorted(plan_merge([seg(1, 10), seg(2, 5000)], SETTINGS, full=True)) == ["s1", "s2"]
+    assert plan_merge([seg(1, 10)], SETTINGS, full=True) == []
+    assert plan_merge([seg(1, 10, live=9)], SETTINGS, full=True) == ["s1"]
