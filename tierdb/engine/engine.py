@@ -11,7 +11,7 @@ import uuid
 
 import msgspec
 
-from .. import keys
+from .. import keys, metrics
 from ..config import Settings
 from ..errors import ErrorKind, TierDBError, invalid, not_found, unavailable
 from ..models import (
@@ -89,6 +89,7 @@ class Engine:
             log.error("collection failed to open", extra={"collection": name, "error": exc.message})
             return
         self._collections[name] = coll
+        metrics.init_collection(name)
         log.info("collection opened", extra={"collection": name, "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
 
     def _wal_for(self, name: str) -> LocalWal:
@@ -131,6 +132,7 @@ class Engine:
                 raise TierDBError(ErrorKind.CONFLICT, f"collection {spec.name!r} already exists", collection=spec.name)
             coll = await Collection.create(spec, self.store, self._wal_for(spec.name), self.settings, self.writer_id)
             self._collections[spec.name] = coll
+        metrics.init_collection(spec.name)
         log.info("collection created", extra={"collection": spec.name, "dimension": spec.dimension,
                                                "metric": spec.metric, "policy": spec.tiering_policy})
         return coll.info()
@@ -156,6 +158,7 @@ class Engine:
             if coll is not None:
                 await coll.close()
             await asyncio.to_thread(self._remove_local, name)
+        metrics.forget_collection(name)
         log.info("collection dropped", extra={"collection": name})
 
     def _remove_local(self, name: str) -> None:

@@ -1,0 +1,204 @@
+"""Benchmark of the `memory` policy against raw hnswlib, in one run, on the shared dataset.
+
+    python benchmarks/bench_memory.py [--n 50000] [--queries 1000] [--restart-rows 500000]
+
+Measures recall@10, query latency (in-process and over HTTP), ingest throughput (in-process,
+HTTP JSON, HTTP msgpack) and restart-to-ready time, and prints ratios against raw hnswlib
+with the same M / ef_construction / ef.  Results go to benchmarks/results/memory.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+
+import hnswlib
+import httpx
+import msgspec
+import numpy as np
+
+from common import (
+    ServerProcess,
+    latency_summary,
+    load_dataset,
+    machine,
+    markdown_table,
+    recall_at_k,
+    save_results,
+)
+
+from tierdb.config import CompactionSettings, IndexSettings, Settings, StorageSettings
+from tierdb.engine.engine import Engine
+from tierdb.models import CollectionSpec
+
+K = 10
+BATCH = 1000
+INDEX = IndexSettings()
+
+
+def bench_raw_hnswlib(base: np.ndarray, queries: np.ndarray, gt: np.ndarray) -> dict:
+    index = hnswlib.Index(space="cosine", dim=base.shape[1])
+    index.init_index(max_elements=len(base), M=INDEX.m, ef_construction=INDEX.ef_construction)
+    started = time.perf_counter()
+    index.add_items(base, np.arange(len(base)))
+    build = time.perf_counter() - started
+    index.set_ef(INDEX.ef_search)
+    found, lat = [], []
+    for q in queries:
+        t = time.perf_counter()
+        labels, _ = index.knn_query(q, k=K, num_threads=1)
+        lat.append(time.perf_counter() - t)
+        found.append(labels[0].tolist())
+    return {
+        "ingest_docs_per_sec": round(len(base) / build, 1),
+        "query": latency_summary(lat),
+        "recall_at_10": round(recall_at_k(found, gt, K), 4),
+    }
+
+
+def engine_settings(data_dir: str) -> Settings:
+    # Flush at the default threshold; the benchmark then compacts to one segment, the state a
+    # collection reaches once the compaction worker has caught up.
+    return Settings(storage=StorageSettings(data_dir=data_dir), index=INDEX, compaction=CompactionSettings(interval_secs=3600))
+
+
+async def bench_in_process(data_dir: str, base: np.ndarray, queries: np.ndarray, gt: np.ndarray) -> dict:
+    engine = Engine(engine_settings(data_dir))
+    await engine.start()
+    await engine.create_collection(CollectionSpec(name="bench", dimension=base.shape[1], metric="cosine"))
+    coll = engine.get_collection("bench")
+    ids = [str(i) for i in range(len(base))]
+    started = time.perf_counter()
+    for s in range(0, len(base), BATCH):
+        await coll.upsert(ids[s : s + BATCH], base[s : s + BATCH], [{"row": i} for i in range(s, min(s + BATCH, len(base)))])
+    acked = time.perf_counter() - started
+    while coll.frozen or coll._maintenance.locked():  # a threshold flush may still be running
+        await asyncio.sleep(0.05)
+    await coll.compact(full=True)
+    indexed = time.perf_counter() - started
+    found, lat = [], []
+    for q in queries:
+        t = time.perf_counter()
+        hits = await coll.query(q, k=K)
+        lat.append(time.perf_counter() - t)
+        found.append([int(h.id) for h in hits[0]])
+    await engine.close()
+    return {
+        "ack_docs_per_sec": round(len(base) / acked, 1),
+        "ingest_docs_per_sec": round(len(base) / indexed, 1),
+        "query": latency_summary(lat),
+        "recall_at_10": round(recall_at_k(found, gt, K), 4),
+    }
+
+
+def bench_http_ingest(url: str, base: np.ndarray, fmt: str) -> float:
+    name = f"ingest-{fmt}"
+    with httpx.Client(base_url=url, timeout=120) as client:
+        client.post("/v1/collections", json={"name": name, "dimension": base.shape[1], "metric": "cosine"}).raise_for_status()
+        started = time.perf_counter()
+        for s in range(0, len(base), BATCH):
+            docs = [{"id": str(i), "vector": base[i].tolist(), "metadata": {"row": i}} for i in range(s, min(s + BATCH, len(base)))]
+            if fmt == "msgpack":
+                r = client.post(f"/v1/collections/{name}/documents", content=msgspec.msgpack.encode({"documents": docs}),
+                                headers={"content-type": "application/msgpack"})
+            else:
+                r = client.post(f"/v1/collections/{name}/documents", content=msgspec.json.encode({"documents": docs}),
+                                headers={"content-type": "application/json"})
+            r.raise_for_status()
+        return len(base) / (time.perf_counter() - started)
+
+
+def bench_http_query(url: str, queries: np.ndarray, gt: np.ndarray) -> dict:
+    found, lat = [], []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        bodies = [msgspec.json.encode({"vector": q.tolist(), "k": K}) for q in queries]
+        for body in bodies[:50]:  # warm-up
+            client.post("/v1/collections/bench/query", content=body, headers={"content-type": "application/json"})
+        for body in bodies:
+            t = time.perf_counter()
+            r = client.post("/v1/collections/bench/query", content=body, headers={"content-type": "application/json"})
+            lat.append(time.perf_counter() - t)
+            r.raise_for_status()
+            found.append([int(h["id"]) for h in r.json()["results"]])
+    return {"query": latency_summary(lat), "recall_at_10": round(recall_at_k(found, gt, K), 4)}
+
+
+async def build_restart_fixture(data_dir: str, base: np.ndarray, rows: int) -> None:
+    """A collection of ``rows`` vectors in segments of len(base) rows (the dataset, shifted)."""
+    engine = Engine(engine_settings(data_dir))
+    await engine.start()
+    await engine.create_collection(CollectionSpec(name="restart", dimension=base.shape[1], metric="cosine"))
+    coll = engine.get_collection("restart")
+    rng = np.random.default_rng(0)
+    for copy in range(rows // len(base)):
+        noisy = base + rng.normal(0, 0.01, base.shape).astype(np.float32)
+        for s in range(0, len(base), 5000):
+            chunk = noisy[s : s + 5000]
+            await coll.upsert([f"{copy}-{i}" for i in range(s, s + len(chunk))], chunk)
+        await coll.compact()
+    await engine.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--restart-rows", type=int, default=0, help="also time restart with this many stored vectors")
+    args = parser.parse_args()
+    data = load_dataset(args.n, args.queries)
+    print(f"dataset: {data.base.shape[0]} x {data.base.shape[1]}, {len(data.queries)} queries")
+    tmp = tempfile.mkdtemp(prefix="tierdb-bench-")
+    results: dict = {"machine": machine(), "n": len(data.base), "dim": data.base.shape[1], "k": K,
+                     "hnsw": {"m": INDEX.m, "ef_construction": INDEX.ef_construction, "ef_search": INDEX.ef_search}}
+    try:
+        print("raw hnswlib ...")
+        results["raw_hnswlib"] = raw = bench_raw_hnswlib(data.base, data.queries, data.gt)
+        print("tierdb in-process ...")
+        data_dir = os.path.join(tmp, "inproc")
+        results["tierdb_in_process"] = inproc = asyncio.run(bench_in_process(data_dir, data.base, data.queries, data.gt))
+        print("tierdb over HTTP ...")
+        server = ServerProcess(data_dir)
+        results["restart_to_ready_secs_50k"] = round(server.wait_ready(), 3)
+        try:
+            results["tierdb_http"] = http = bench_http_query(server.url, data.queries, data.gt)
+            http["ingest_json_docs_per_sec"] = round(bench_http_ingest(server.url, data.base, "json"), 1)
+            http["ingest_msgpack_docs_per_sec"] = round(bench_http_ingest(server.url, data.base, "msgpack"), 1)
+        finally:
+            server.stop()
+        if args.restart_rows:
+            print(f"restart with {args.restart_rows} vectors ...")
+            restart_dir = os.path.join(tmp, "restart")
+            asyncio.run(build_restart_fixture(restart_dir, data.base, args.restart_rows))
+            server = ServerProcess(restart_dir)
+            results[f"restart_to_ready_secs_{args.restart_rows}"] = round(server.wait_ready(timeout=600), 3)
+            server.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    r = raw["ingest_docs_per_sec"]
+    rows = [
+        ["recall@10", raw["recall_at_10"], inproc["recall_at_10"], http["recall_at_10"], "≥ 0.97"],
+        ["query p50 ms", raw["query"]["p50_ms"], inproc["query"]["p50_ms"], http["query"]["p50_ms"], "HTTP ≤ 1"],
+        ["query p95 ms", raw["query"]["p95_ms"], inproc["query"]["p95_ms"], http["query"]["p95_ms"], ""],
+        ["query p99 ms", raw["query"]["p99_ms"], inproc["query"]["p99_ms"], http["query"]["p99_ms"], "HTTP ≤ 3"],
+        ["in-process query p50 / raw", 1.0, round(inproc["query"]["p50_ms"] / raw["query"]["p50_ms"], 2), "", "≤ 1.3"],
+        ["ingest docs/s (indexed)", r, inproc["ingest_docs_per_sec"], "", ""],
+        ["ingest / raw (indexed)", 1.0, round(inproc["ingest_docs_per_sec"] / r, 2), "", "≥ 0.8"],
+        ["ingest docs/s (acknowledged)", "", inproc["ack_docs_per_sec"], "", ""],
+        ["HTTP ingest JSON docs/s (ack) / raw", "", "", f'{http["ingest_json_docs_per_sec"]} ({http["ingest_json_docs_per_sec"] / r:.2f}x)', ""],
+        ["HTTP ingest msgpack docs/s (ack) / raw", "", "", f'{http["ingest_msgpack_docs_per_sec"]} ({http["ingest_msgpack_docs_per_sec"] / r:.2f}x)', "≥ 0.6"],
+        ["restart to ready, 50k (s)", "", "", results["restart_to_ready_secs_50k"], ""],
+    ]
+    if args.restart_rows:
+        rows.append([f"restart to ready, {args.restart_rows} (s)", "", "", results[f"restart_to_ready_secs_{args.restart_rows}"], "≤ 10"])
+    table = markdown_table(["metric", "raw hnswlib", "tierdb in-process", "tierdb HTTP", "target"], rows)
+    print(table)
+    print("saved", save_results("memory", results, table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Shared helpers for the benchmarks: dataset loading, timing statistics, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASET_DIR = Path(os.environ.get("TIERDB_DATASET_DIR", ROOT.parent / "shared" / "datasets" / "docstrings-50k"))
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+class Dataset:
+    def __init__(self, base: np.ndarray, queries: np.ndarray, gt: np.ndarray) -> None:
+        self.base, self.queries, self.gt = base, queries, gt
+
+
+def load_dataset(n: int | None = None, n_queries: int | None = None) -> Dataset:
+    if not (DATASET_DIR / "base.npy").exists():
+        sys.exit(f"dataset not found at {DATASET_DIR} (set TIERDB_DATASET_DIR)")
+    base = np.load(DATASET_DIR / "base.npy").astype(np.float32)
+    queries = np.load(DATASET_DIR / "queries.npy").astype(np.float32)
+    gt = np.load(DATASET_DIR / "gt_cosine_top100.npy")
+    if n_queries:
+        queries, gt = queries[:n_queries], gt[:n_queries]
+    if n and n < len(base):
+        base = base[:n]
+        gt = np.argsort(-(queries @ base.T), axis=1)[:, :100]
+    return Dataset(base, queries, gt)
+
+
+def recall_at_k(found: list[list[int]], gt: np.ndarray, k: int) -> float:
+    hits = sum(len(set(f[:k]) & set(gt[i, :k].tolist())) for i, f in enumerate(found))
+    return hits / (k * len(found))
+
+
+def latency_summary(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(ms, 95)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+    }
+
+
+def timed(fn, *args, **kwargs):
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def machine() -> dict[str, object]:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+def save_results(name: str, results: dict, table: str) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=True))
+    (RESULTS_DIR / f"{name}.md").write_text(table)
+    return path
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m tierdb serve`` on a free loopback port, for benchmarks over real HTTP."""
+
+    def __init__(self, data_dir: str, env: dict[str, str] | None = None) -> None:
+        import subprocess
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, "TIERDB_LOG_LEVEL": "WARNING", **(env or {})}
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tierdb", "serve", "--data-dir", data_dir, "--port", str(self.port)],
+            env=full_env,
+            cwd=str(ROOT),
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Seconds from process start to /health/ready answering 200."""
+        import httpx
+
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    return time.perf_counter() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
