@@ -140,7 +140,8 @@ ENV_SHORTCUTS: dict[str, str] = {
     "TIERDB_LOG_LEVEL": "log.level",
 }
 
-_SECRET_KEYS = frozenset({"security.admin_token", "security.api_keys"})
+# Settings never shown by ``redacted``: by name, so a secret added to any section later is covered.
+_SECRET_WORDS = ("token", "secret", "password", "api_key", "access_key", "credential")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_FORMATS = ("text", "json")
 
@@ -173,7 +174,7 @@ def _unflatten(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _explain(exc: msgspec.ValidationError, value: Any) -> str:
-    """'Expected `int`, got `str`' -> "expected int, got 'abc'" (msgspec knows the type, we know the value)."""
+    """'Expected `int`, got `str`' -> "expected int, got 'abc'": msgspec knows the type, we the value."""
     text = str(exc)
     match = re.match(r"^Expected `(?P<expected>[^`]+)`, got `[^`]+`(?: - at `\$(?P<at>[^`]*)`)?$", text)
     if match:
@@ -226,7 +227,9 @@ def _read_toml(path: Path, origin: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} not found (from {origin})") from None
     except OSError as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror} (from {origin})") from None
+        raise ConfigError(
+            f"config file {str(path)!r} cannot be read: {exc.strerror} (from {origin})"
+        ) from None
     try:
         data = msgspec.toml.decode(raw)
     except msgspec.DecodeError as exc:
@@ -341,7 +344,8 @@ def _normalize(layers: _Layers) -> None:
         values["storage.tiering_policy"] = normalize_policy(values["storage.tiering_policy"])
     except TierDBError:
         choices = ", ".join(POLICIES)
-        raise layers.fail("storage.tiering_policy", f"must be one of {choices} (or Memory, MemoryS3, S3Only)") from None
+        requirement = f"must be one of {choices} (or Memory, MemoryS3, S3Only)"
+        raise layers.fail("storage.tiering_policy", requirement) from None
     level = values["log.level"].upper()
     if level not in _LOG_LEVELS:
         raise layers.fail("log.level", f"must be one of {', '.join(_LOG_LEVELS)}")
@@ -389,14 +393,21 @@ def load_settings(
     return msgspec.convert(_unflatten(layers.values), Settings)
 
 
+def is_secret(dotted_key: str) -> bool:
+    """True for settings whose value must never be logged or printed (``security.admin_token``)."""
+    key = dotted_key.split(".", 1)[-1]
+    return any(word in key for word in _SECRET_WORDS)
+
+
 def redacted(settings: Settings) -> dict[str, Any]:
     """Settings as plain data with every secret replaced by '***' (empty secrets stay empty)."""
     nested = msgspec.to_builtins(settings)
-    for dotted in _SECRET_KEYS:
-        section, key = dotted.split(".", 1)
-        value = nested[section][key]
-        if isinstance(value, list):
-            nested[section][key] = ["***"] * len(value)
-        elif value:
-            nested[section][key] = "***"
+    for section, table in nested.items():
+        for key, value in table.items():
+            if not is_secret(f"{section}.{key}"):
+                continue
+            if isinstance(value, list):
+                table[key] = ["***"] * len(value)
+            elif value:
+                table[key] = "***"
     return nested

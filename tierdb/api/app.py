@@ -1,0 +1,71 @@
+"""The Litestar application: ``create_app(settings, engine=None)``.
+
+The lifespan starts the engine (recovery in the background, see lifecycle.py) and closes it
+on shutdown; routes get the engine through the ``engine`` dependency, which answers 503 until
+recovery has finished.  OpenAPI is served at ``/schema`` (``/schema/openapi.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+
+from ..config import Settings
+from ..engine.engine import Engine
+from ..logging_setup import RequestContextMiddleware, add_request_id_header
+from .controllers import ROUTE_HANDLERS
+from .errors import EXCEPTION_HANDLERS
+from .lifecycle import EngineHost
+from .middleware import MetricsMiddleware
+from .openapi import add_request_schemas, openapi_config
+
+
+def _lifespan(host: EngineHost) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await host.start()
+        try:
+            yield
+        finally:
+            await host.stop()
+
+    return lifespan
+
+
+def _dependencies(host: EngineHost) -> dict[str, Provide]:
+    def provide_settings() -> Settings:
+        return host.settings
+
+    def provide_host() -> EngineHost:
+        return host
+
+    return {
+        "engine": Provide(host.require_ready, sync_to_thread=False),
+        "settings": Provide(provide_settings, sync_to_thread=False, use_cache=True),
+        "host": Provide(provide_host, sync_to_thread=False, use_cache=True),
+    }
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
+    """Build the API around ``engine`` (or a new ``Engine(settings)``, created at startup)."""
+    host = EngineHost(settings, engine)
+    return Litestar(
+        route_handlers=ROUTE_HANDLERS,
+        dependencies=_dependencies(host),
+        lifespan=[_lifespan(host)],
+        on_startup=[add_request_schemas],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            DefineMiddleware(RequestContextMiddleware, access_log=settings.log.access_log),
+            MetricsMiddleware,
+        ],
+        before_send=[add_request_id_header],
+        openapi_config=openapi_config(),
+        request_max_body_size=settings.server.max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,82 @@
+"""/v1/collections: create, list, describe and drop collections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from ...config import Settings
+from ...engine.engine import Engine
+from ...models import CollectionInfo, CollectionSpec, HnswParams, normalize_policy
+from ..codec import decode_body, respond
+from ..openapi import body_operation, error_responses
+from ..schemas import CollectionList, CreateCollectionRequest, HnswConfig
+
+
+def _pick(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def collection_spec(body: CreateCollectionRequest, settings: Settings) -> CollectionSpec:
+    """The validated spec for a create request; omitted values take the server defaults."""
+    hnsw = body.hnsw or HnswConfig()
+    index = settings.index
+    return CollectionSpec(
+        name=body.name,
+        dimension=body.dimension,
+        metric=body.metric,
+        tiering_policy=normalize_policy(body.tiering_policy or settings.storage.tiering_policy),
+        hnsw=HnswParams(
+            m=_pick(hnsw.m, index.m),
+            ef_construction=_pick(hnsw.ef_construction, index.ef_construction),
+            ef_search=_pick(hnsw.ef_search, index.ef_search),
+        ),
+    ).validate()
+
+
+class CollectionController(Controller):
+    path = "/v1/collections"
+    tags = ["collections"]
+
+    @post(
+        "/",
+        status_code=201,
+        operation_class=body_operation(CreateCollectionRequest),
+        summary="Create a collection",
+        responses=error_responses(400, 409, 413, 415, 503),
+    )
+    async def create_collection(
+        self,
+        request: Request[Any, Any, Any],
+        engine: NamedDependency[Engine],
+        settings: NamedDependency[Settings],
+    ) -> Response[CollectionInfo]:
+        """409 if the name is taken; tiering_policy and hnsw default to the server settings."""
+        body = await decode_body(request, CreateCollectionRequest)
+        info = await engine.create_collection(collection_spec(body, settings))
+        return respond(request, info, status_code=201)
+
+    @get("/", summary="List collections", responses=error_responses(503))
+    async def list_collections(
+        self, request: Request[Any, Any, Any], engine: NamedDependency[Engine]
+    ) -> Response[CollectionList]:
+        return respond(request, CollectionList(collections=engine.list_collections()))
+
+    @get(
+        "/{name:str}",
+        summary="Describe a collection: spec and document count",
+        responses=error_responses(400, 404, 503),
+    )
+    async def get_collection(
+        self, request: Request[Any, Any, Any], name: FromPath[str], engine: NamedDependency[Engine]
+    ) -> Response[CollectionInfo]:
+        return respond(request, engine.get_collection(name).info())
+
+    @delete(
+        "/{name:str}", summary="Drop a collection and all its data", responses=error_responses(400, 404, 503)
+    )
+    async def drop_collection(self, name: FromPath[str], engine: NamedDependency[Engine]) -> None:
+        await engine.drop_collection(name)

@@ -1,0 +1,87 @@
+"""/health, /health/live, /health/ready."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+
+from litestar import Controller, Response, get
+from litestar.di import NamedDependency
+
+from ... import __version__
+from ..lifecycle import EngineHost
+from ..schemas import HealthChecks, HealthReport, ProbeStatus
+
+log = logging.getLogger("tierdb.api")
+
+_BAD_COLLECTION_STATES = frozenset({"failed", "fenced"})
+
+
+def _probe_writable(directory: str) -> bool:
+    """Really write a file: catches read-only mounts and full disks that os.access misses."""
+    if not os.path.isdir(directory):
+        return False
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".health-") as probe:
+            probe.write(b"ok")
+            probe.flush()
+        return True
+    except OSError:
+        return False
+
+
+def _collection_states(host: EngineHost) -> dict[str, str] | None:
+    """name -> state; None when the engine cannot report (which makes the node unhealthy)."""
+    if host.engine is None:
+        return {}
+    try:
+        return {stats.name: stats.state for stats in host.engine.collection_stats()}
+    except Exception:
+        log.exception("health check: reading collection states failed")
+        return None
+
+
+def _status(host: EngineHost, writable: bool, states: dict[str, str] | None) -> str:
+    if host.startup_error is not None or not writable or states is None:
+        return "unhealthy"
+    if not host.ready:
+        return "starting"
+    if any(state in _BAD_COLLECTION_STATES for state in states.values()):
+        return "degraded"
+    return "ok"
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["health"]
+
+    @get("/", summary="Health report")
+    async def health(self, host: NamedDependency[EngineHost]) -> Response[HealthReport]:
+        """503 when the node cannot serve (starting, failed recovery, data dir not writable);
+        ``degraded`` (200) when some collection failed or is fenced while others serve."""
+        writable = await asyncio.to_thread(_probe_writable, host.settings.storage.data_dir)
+        states = _collection_states(host)
+        status = _status(host, writable, states)
+        report = HealthReport(
+            status=status,  # type: ignore[arg-type]
+            version=__version__,
+            uptime_secs=round(host.uptime_secs, 3),
+            ready=host.ready,
+            checks=HealthChecks(
+                data_dir_writable=writable, collections=states or {}, startup_error=host.startup_error
+            ),
+        )
+        return Response(report, status_code=200 if status in ("ok", "degraded") else 503)
+
+    @get("/live", summary="Liveness: 200 while the process runs", sync_to_thread=False)
+    def live(self) -> ProbeStatus:
+        return ProbeStatus(status="alive")
+
+    @get("/ready", summary="Readiness: 200 once recovery has finished", sync_to_thread=False)
+    def ready(self, host: NamedDependency[EngineHost]) -> Response[ProbeStatus]:
+        if host.ready:
+            return Response(ProbeStatus(status="ready"))
+        status = "failed" if host.startup_error is not None else "starting"
+        return Response(ProbeStatus(status=status), status_code=503)

@@ -1,0 +1,85 @@
+"""/v1/collections/{name}/query: k nearest neighbours, one vector or a batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from msgspec import UNSET
+
+from ...config import Settings
+from ...engine.engine import Engine
+from ...errors import invalid
+from ...models import Hit
+from ..codec import decode_body, respond
+from ..openapi import body_operation, error_responses
+from ..schemas import BatchQueryResult, QueryHit, QueryRequest, QueryResult
+from ..validation import check_count, check_ef, check_k, to_matrix
+
+
+def _query_rows(body: QueryRequest, settings: Settings) -> tuple[list[list[float]], str]:
+    """The query vectors and how to name row i in errors; checks shape and limits."""
+    if (body.vector is None) == (body.vectors is None):
+        raise invalid("give exactly one of 'vector' (one query) or 'vectors' (a batch)")
+    check_k(body.k, settings.server.max_k)
+    check_ef(body.ef)
+    if body.vector is not None:
+        return [body.vector], "vector"
+    assert body.vectors is not None
+    check_count("vectors", len(body.vectors), settings.server.max_query_vectors, "server.max_query_vectors")
+    return body.vectors, "vectors"
+
+
+def _wire_hits(hits: list[Hit], with_metadata: bool, with_vector: bool) -> list[QueryHit]:
+    return [
+        QueryHit(
+            id=hit.id,
+            distance=hit.distance,
+            metadata=hit.metadata if with_metadata else UNSET,
+            vector=hit.vector if with_vector and hit.vector is not None else UNSET,
+        )
+        for hit in hits
+    ]
+
+
+class QueryController(Controller):
+    path = "/v1/collections/{name:str}/query"
+    tags = ["query"]
+
+    @post(
+        "/",
+        status_code=200,
+        operation_class=body_operation(QueryRequest),
+        summary="Nearest-neighbour query",
+        responses=error_responses(400, 404, 413, 415, 503),
+    )
+    async def query(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        engine: NamedDependency[Engine],
+        settings: NamedDependency[Settings],
+    ) -> Response[QueryResult | BatchQueryResult]:
+        """``vector`` -> ``{"results": [hit, ...]}``; ``vectors`` -> ``{"results": [[hit, ...], ...]}``
+        in query order. Hits are sorted by distance ascending (cosine = 1 - cos, l2 = squared, ip = 1 - dot).
+        """
+        body = await decode_body(request, QueryRequest)
+        rows, field = _query_rows(body, settings)
+        collection = engine.get_collection(name)
+        label = (lambda i: "vector") if field == "vector" else (lambda i: f"vectors[{i}]")
+        matrix = to_matrix(rows, collection.spec.dimension, label)
+        with_metadata = "metadata" in body.include
+        with_vector = "vector" in body.include
+        results = await collection.query(
+            matrix,
+            body.k,
+            filter=body.filter,
+            include_metadata=with_metadata,
+            include_vector=with_vector,
+            ef=body.ef,
+        )
+        wire = [_wire_hits(hits, with_metadata, with_vector) for hits in results]
+        payload = QueryResult(results=wire[0]) if field == "vector" else BatchQueryResult(results=wire)
+        return respond(request, payload)

@@ -1,0 +1,144 @@
+"""Command line: ``tierdb serve`` (and, later, restore | verify | compact | dlq | import | export).
+
+Each subcommand is one ``_add_<name>`` function that declares its arguments and one
+``_run_<name>`` function that returns the exit code.  Exit codes: 0 success (also after a
+graceful SIGTERM/SIGINT shutdown), 2 configuration or usage error, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings, redacted
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("tierdb.cli")
+
+# CLI flag (argparse dest) -> settings key; flags left unset do not override anything.
+SERVE_FLAGS: dict[str, str] = {
+    "host": "server.host",
+    "port": "server.port",
+    "data_dir": "storage.data_dir",
+    "policy": "storage.tiering_policy",
+    "log_format": "log.format",
+    "log_level": "log.level",
+}
+
+
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file (default: $TIERDB_CONFIG, else config/tierdb.toml if it exists)",
+    )
+
+
+def _load(args: argparse.Namespace, flags: dict[str, str]) -> Settings:
+    overrides = {key: getattr(args, dest) for dest, key in flags.items()}
+    return load_settings(args.config, overrides=overrides)
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def _add_serve(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="run the REST API server")
+    _add_config_flag(parser)
+    parser.add_argument("--host", help="interface to bind (server.host)")
+    parser.add_argument("--port", type=int, help="TCP port (server.port)")
+    parser.add_argument("--data-dir", metavar="DIR", help="local data directory (storage.data_dir)")
+    parser.add_argument(
+        "--policy",
+        metavar="POLICY",
+        help="default tiering policy: memory | memory_s3 | s3_only (storage.tiering_policy)",
+    )
+    parser.add_argument("--log-format", choices=["text", "json"], help="log format (log.format)")
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        type=str.upper,
+        help="log level (log.level)",
+    )
+    parser.set_defaults(run=_run_serve)
+
+
+class _ExitSignals:
+    """Keeps SIGTERM/SIGINT from killing the process after uvicorn's graceful shutdown.
+
+    uvicorn handles both signals while it serves and re-raises them once it has shut down; with
+    the default handlers that would end the process by the signal instead of exit code 0.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._note)
+
+    def _note(self, signum: int, _frame: Any) -> None:
+        self.received.append(signum)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    settings = _load(args, SERVE_FLAGS)  # first: a bad configuration fails fast, before heavy imports
+
+    import uvicorn
+
+    from .api.app import create_app
+    from .logging_setup import configure_logging
+
+    configure_logging(settings.log)
+    log.info("starting tierdb %s", __version__, extra={"settings": redacted(settings)})
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=math.ceil(settings.server.shutdown_timeout_secs),
+    )
+    server = uvicorn.Server(config)
+    signals = _ExitSignals()
+    signals.install()
+    server.run()
+    if not server.started:
+        log.error("server did not start (see the errors above)")
+        return EXIT_FAILURE
+    log.info("server stopped", extra={"signals": [signal.Signals(s).name for s in signals.received]})
+    return EXIT_OK
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_serve,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tierdb", description="TierDB: tiered vector storage engine")
+    parser.add_argument("--version", action="version", version=f"tierdb {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
