@@ -1,0 +1,159 @@
+"""S3Store against a real S3 server (see conftest.py for which one)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import pytest
+
+from tests.unit.blobstore_contract import BlobStoreContract
+from tierdb.errors import ErrorKind, TierDBError
+from tierdb.storage.cache import DiskCachedStore
+from tierdb.storage.retry import RetryingStore
+
+pytestmark = pytest.mark.s3
+
+
+class TestS3Contract(BlobStoreContract):
+    # SeaweedFS serialises contending conditional PUTs on one key with a ~1 s poll per
+    # waiter, so many racers make this slow without testing anything more.
+    concurrent_writers = 3
+    many_keys = 23  # with page_size=5: five pages, the last one partial
+
+    @pytest.fixture
+    async def store(self, make_s3_store):
+        return make_s3_store(page_size=5)
+
+
+def _counter():
+    """(counts, on_request): S3 requests counted by op."""
+    counts: collections.Counter[str] = collections.Counter()
+    return counts, lambda op: counts.update([op])
+
+
+async def test_lists_more_than_one_default_page(make_s3_store):
+    counts, on_request = _counter()
+    store = make_s3_store(on_request=on_request)
+    keys = [f"big/{i:05d}.wal" for i in range(1100)]
+    sem = asyncio.Semaphore(64)
+
+    async def put(key):
+        async with sem:
+            await store.put(key, key.encode())
+
+    await asyncio.gather(*(put(k) for k in keys))
+    listed = await store.list("big/")
+    assert [i.key for i in listed] == keys
+    assert all(i.size == len(i.key) for i in listed)
+    assert counts["list"] == 2 and counts["put"] == 1100
+
+
+async def test_keys_live_under_the_configured_prefix(s3_server, s3_settings_factory, make_s3_store):
+    settings = s3_settings_factory()
+    await make_s3_store(settings).put("collections/c/wal/1.wal", b"x")
+    client = s3_server.sync_client()
+    listed = client.list_objects_v2(Bucket=s3_server.bucket, Prefix=settings.prefix + "/")
+    assert [o["Key"] for o in listed["Contents"]] == [f"{settings.prefix}/collections/c/wal/1.wal"]
+
+
+async def test_conditional_write_race_between_two_clients(make_s3_store, s3_settings_factory):
+    settings = s3_settings_factory()
+    a, b = make_s3_store(settings), make_s3_store(settings)
+    for version in range(1, 4):
+        key = f"collections/c/manifest/{version:020d}.json"
+        results = await asyncio.gather(
+            a.put(key, b"from-a", if_absent=True),
+            b.put(key, b"from-b", if_absent=True),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in results) == ["NoneType", "TierDBError"]
+        loser = next(r for r in results if r is not None)
+        assert loser.kind is ErrorKind.PRECONDITION
+        winner = b"from-a" if results[0] is None else b"from-b"
+        assert await a.get(key) == await b.get(key) == winner
+
+
+@pytest.mark.parametrize("which", ["access_key", "secret_key"])
+async def test_bad_credentials_fail_permanently_without_retry(s3_server, make_s3_store, which):
+    counts, on_request = _counter()
+    retried = []
+    bad = "WRONG" + "x" * 20
+    store = make_s3_store(on_request=on_request, on_retry=lambda *a: retried.append(a),
+                          **{which: bad})
+    with pytest.raises(TierDBError) as info:
+        await store.put("k/obj", b"data")
+    err = info.value
+    assert err.kind is ErrorKind.UNAVAILABLE and err.context["retryable"] is False
+    assert err.context["code"] in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
+    assert err.context["status"] == 403
+    assert counts["put"] == 1 and retried == []
+    assert s3_server.secret_key not in str(err) + repr(err.context)
+    assert bad not in str(err) + repr(err.context)
+
+
+async def test_missing_bucket_fails_permanently(s3_settings_factory, make_s3_store):
+    counts, on_request = _counter()
+    store = make_s3_store(s3_settings_factory(bucket="tierdb-no-such-bucket"),
+                          on_request=on_request)
+    for call in (lambda: store.put("k/obj", b"x"), lambda: store.list(""),
+                 lambda: store.get("k/obj")):
+        with pytest.raises(TierDBError) as info:
+            await call()
+        assert info.value.context["retryable"] is False
+        assert info.value.context["code"] == "NoSuchBucket"
+        assert "tierdb-no-such-bucket" in str(info.value)
+    assert sum(counts.values()) == 3
+
+
+async def test_server_outage_is_retryable_and_recovers(s3_server, make_s3_store):
+    if not s3_server.controllable:
+        pytest.skip("needs a server this session started")
+    counts, on_request = _counter()
+    store = make_s3_store(on_request=on_request)
+    await store.put("collections/c/wal/1.wal", b"before")
+
+    await asyncio.to_thread(s3_server.stop)
+    try:
+        for call in (lambda: store.get("collections/c/wal/1.wal"),
+                     lambda: store.put("collections/c/wal/2.wal", b"during")):
+            with pytest.raises(TierDBError) as info:
+                await call()
+            err = info.value
+            assert err.kind is ErrorKind.UNAVAILABLE and err.context["retryable"] is True
+            assert err.context["attempts"] == store.settings.max_retries + 1
+    finally:
+        await asyncio.to_thread(s3_server.start)
+
+    # pooled connections to the old process are dead; the retry layer absorbs that
+    assert await store.get("collections/c/wal/1.wal") == b"before"
+    await store.put("collections/c/wal/2.wal", b"after", if_absent=True)
+    assert await store.get("collections/c/wal/2.wal") == b"after"
+
+
+async def test_disk_cache_over_s3(tmp_path, make_s3_store):
+    counts, on_request = _counter()
+    s3 = make_s3_store(on_request=on_request)
+    events = []
+    store = DiskCachedStore(s3, str(tmp_path / "cache"), 16 * 1024 * 1024,
+                            on_event=lambda kind, n: events.append(kind))
+    try:
+        seg = "collections/c/segments/" + "ab" * 16 + ".seg"
+        manifest = "collections/c/manifest/00000000000000000001.json"
+        await s3.put(seg, b"segment bytes")
+        await store.put(manifest, b"{}", if_absent=True)
+        for _ in range(3):
+            assert await store.get(seg) == b"segment bytes"
+            assert await store.get(manifest) == b"{}"
+        assert counts["get"] == 1 + 3  # one fill for the segment, every manifest read
+        assert events == ["miss", "hit", "hit"]
+        await store.delete(seg)
+        with pytest.raises(TierDBError) as info:
+            await store.get(seg)
+        assert info.value.kind is ErrorKind.NOT_FOUND
+    finally:
+        await store.close()
+
+
+async def test_retrying_store_is_what_the_fixture_builds(s3_store):
+    assert isinstance(s3_store, RetryingStore)

@@ -1,0 +1,153 @@
+"""The behaviour every BlobStore (and every wrapper) must have.
+
+Subclass ``BlobStoreContract`` in a ``Test*`` class and override the ``store`` fixture:
+
+    class TestMemoryStore(BlobStoreContract):
+        @pytest.fixture
+        async def store(self):
+            yield MemoryStore()
+
+Class attributes tune the cost for slow backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+
+import pytest
+
+from tierdb.errors import ErrorKind, TierDBError
+from tierdb.storage.base import BlobStore, ObjectInfo
+
+PAYLOADS = [
+    pytest.param(b"", id="empty"),
+    pytest.param(bytes(range(256)), id="all-bytes"),
+    pytest.param(b"\x00" * 10, id="nuls"),
+    pytest.param(os.urandom(1 << 20), id="1MiB-random"),
+]
+
+
+class BlobStoreContract:
+    concurrent_writers = 5      # conditional puts racing for one key
+    many_keys = 30              # keys in the listing test; use a small page size to paginate
+
+    @pytest.fixture
+    async def store(self) -> BlobStore:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def test_satisfies_protocol(self, store: BlobStore) -> None:
+        assert isinstance(store, BlobStore)
+
+    @pytest.mark.parametrize("data", PAYLOADS)
+    async def test_put_get_roundtrip(self, store: BlobStore, data: bytes) -> None:
+        await store.put("collections/c/segments/a.seg", data)
+        assert await store.get("collections/c/segments/a.seg") == data
+
+    async def test_overwrite_without_if_absent(self, store: BlobStore) -> None:
+        await store.put("k/obj", b"one")
+        await store.put("k/obj", b"two!")
+        assert await store.get("k/obj") == b"two!"
+        assert (await store.head("k/obj")).size == 4
+
+    async def test_if_absent_on_new_key(self, store: BlobStore) -> None:
+        await store.put("k/new", b"x", if_absent=True)
+        assert await store.get("k/new") == b"x"
+
+    async def test_if_absent_on_existing_key_keeps_old_content(self, store: BlobStore) -> None:
+        await store.put("m/00000000000000000001.json", b"old")
+        with pytest.raises(TierDBError) as info:
+            await store.put("m/00000000000000000001.json", b"new", if_absent=True)
+        assert info.value.kind is ErrorKind.PRECONDITION
+        assert "m/00000000000000000001.json" in str(info.value)
+        assert await store.get("m/00000000000000000001.json") == b"old"
+
+    async def test_concurrent_if_absent_only_one_wins(self, store: BlobStore) -> None:
+        key = "m/00000000000000000007.json"
+        payloads = [f"writer-{i}".encode() for i in range(self.concurrent_writers)]
+        results = await asyncio.gather(
+            *(store.put(key, p, if_absent=True) for p in payloads), return_exceptions=True
+        )
+        winners = [p for p, r in zip(payloads, results) if r is None]
+        losers = [r for r in results if r is not None]
+        assert len(winners) == 1, results
+        assert all(isinstance(r, TierDBError) and r.kind is ErrorKind.PRECONDITION for r in losers)
+        assert await store.get(key) == winners[0]
+
+    async def test_get_missing_is_not_found(self, store: BlobStore) -> None:
+        with pytest.raises(TierDBError) as info:
+            await store.get("nope/missing.seg")
+        assert info.value.kind is ErrorKind.NOT_FOUND
+        assert "nope/missing.seg" in str(info.value)
+
+    async def test_delete_is_idempotent(self, store: BlobStore) -> None:
+        await store.delete("d/never-existed")
+        await store.put("d/x", b"1")
+        await store.delete("d/x")
+        await store.delete("d/x")
+        assert await store.head("d/x") is None
+        with pytest.raises(TierDBError) as info:
+            await store.get("d/x")
+        assert info.value.kind is ErrorKind.NOT_FOUND
+        await store.put("d/x", b"2", if_absent=True)  # the key is free again
+        assert await store.get("d/x") == b"2"
+
+    async def test_head(self, store: BlobStore) -> None:
+        assert await store.head("h/missing") is None
+        await store.put("h/obj", b"12345")
+        info = await store.head("h/obj")
+        assert info is not None and info.key == "h/obj" and info.size == 5
+        await store.put("h/empty", b"")
+        assert (await store.head("h/empty")).size == 0
+
+    async def test_list_by_prefix_sorted(self, store: BlobStore) -> None:
+        names = ["collections/a/wal/2.wal", "collections/a/wal/10.wal", "collections/a/x.seg",
+                 "collections/ab/y.seg", "collections/b/z.seg", "other/q"]
+        for name in random.sample(names, len(names)):
+            await store.put(name, name.encode())
+        listed = await store.list("collections/a/")
+        assert [i.key for i in listed] == sorted(names[:3])
+        assert all(i.size == len(i.key) for i in listed)
+        # a partial last segment is a plain string prefix, as in S3
+        assert [i.key for i in await store.list("collections/a")] == sorted(names[:4])
+        assert [i.key for i in await store.list("collections/a/wal/1")] == ["collections/a/wal/10.wal"]
+        assert [i.key for i in await store.list("")] == sorted(names)
+        assert await store.list("nothing/here/") == []
+
+    async def test_list_many_keys_paginates(self, store: BlobStore) -> None:
+        keys = [f"many/{i:05d}.wal" for i in range(self.many_keys)]
+        sem = asyncio.Semaphore(32)
+
+        async def put(k: str) -> None:
+            async with sem:
+                await store.put(k, b"")
+
+        await asyncio.gather(*(put(k) for k in keys))
+        await store.put("manyx/other", b"")
+        listed = await store.list("many/")
+        assert listed == [ObjectInfo(key=k, size=0, etag=i.etag) for k, i in zip(keys, listed)]
+
+    @pytest.mark.parametrize(
+        "bad",
+        ["", "/abs/key", "../escape", "a/../../b", "a/./b", "a//b", "a\\b", "a\x00b", "dir/",
+         "a/.hidden"],
+    )
+    async def test_invalid_keys_rejected(self, store: BlobStore, bad: str) -> None:
+        calls = (
+            lambda: store.get(bad),
+            lambda: store.put(bad, b"x"),
+            lambda: store.put(bad, b"x", if_absent=True),
+            lambda: store.delete(bad),
+            lambda: store.head(bad),
+        )
+        for call in calls:
+            with pytest.raises(TierDBError) as info:
+                await call()
+            assert info.value.kind is ErrorKind.INVALID
+
+    @pytest.mark.parametrize("bad", ["/abs", "../up/", "a\x00", "a//"])
+    async def test_invalid_list_prefix_rejected(self, store: BlobStore, bad: str) -> None:
+        with pytest.raises(TierDBError) as info:
+            await store.list(bad)
+        assert info.value.kind is ErrorKind.INVALID

@@ -1,0 +1,172 @@
+import os
+
+import diskcache
+import pytest
+
+from tests.unit.blobstore_contract import BlobStoreContract
+from tierdb.errors import ErrorKind, TierDBError
+from tierdb.storage.cache import DiskCachedStore, immutable_object
+from tierdb.storage.faults import FaultInjectingStore
+from tierdb.storage.memory import MemoryStore
+
+KiB = 1024
+BASE = 32 * KiB  # an empty diskcache's volume (its SQLite pages)
+OBJ = 64 * KiB   # stored as a file, so it adds exactly its size to the volume
+
+
+def seg(name: str) -> str:
+    return f"collections/c/segments/{name}.seg"
+
+
+class Harness:
+    def __init__(self, tmp_path, size_limit=10 * 1024 * KiB, **kwargs):
+        self.inner = FaultInjectingStore(MemoryStore())
+        self.events: list[tuple[str, int]] = []
+        self.store = DiskCachedStore(
+            self.inner, str(tmp_path / "cache"), size_limit,
+            on_event=lambda kind, n: self.events.append((kind, n)), **kwargs,
+        )
+
+    def inner_gets(self, key):
+        return sum(1 for op, k in self.inner.calls if op == "get" and k == key)
+
+
+class TestDiskCachedStoreContract(BlobStoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path):
+        store = DiskCachedStore(MemoryStore(), str(tmp_path / "c"), 64 * 1024 * KiB,
+                                cacheable=lambda key: True)
+        yield store
+        await store.close()
+
+
+def test_default_predicate_caches_only_immutable_objects():
+    assert immutable_object("collections/c/segments/ab.seg")
+    assert immutable_object("collections/c/wal/00000000000000000001.wal")
+    assert not immutable_object("collections/c/manifest/00000000000000000001.json")
+
+
+async def test_hits_and_misses(tmp_path):
+    h = Harness(tmp_path)
+    await h.inner.inner.put(seg("a"), b"A" * 100)
+    assert await h.store.get(seg("a")) == b"A" * 100
+    assert await h.store.get(seg("a")) == b"A" * 100
+    assert await h.store.get(seg("a")) == b"A" * 100
+    assert h.inner_gets(seg("a")) == 1
+    assert h.events == [("miss", 1), ("hit", 1), ("hit", 1)]
+    stats = h.store.stats()
+    assert (stats["hits"], stats["misses"], stats["evictions"]) == (2, 1, 0)
+    assert stats["entries"] == 1 and stats["bytes"] > 0
+    assert stats["size_limit"] == 10 * 1024 * KiB
+    await h.store.close()
+
+
+async def test_empty_object_is_a_hit(tmp_path):
+    h = Harness(tmp_path)
+    await h.store.put(seg("e"), b"")
+    assert await h.store.get(seg("e")) == b""
+    assert h.store.stats()["hits"] == 1 and h.inner_gets(seg("e")) == 0
+
+
+async def test_lru_eviction_under_small_limit(tmp_path):
+    h = Harness(tmp_path, size_limit=BASE + 3 * OBJ + KiB)  # room for three objects
+    blobs = {n: os.urandom(OBJ) for n in "abcd"}
+    for n, b in blobs.items():
+        await h.inner.inner.put(seg(n), b)
+    for n in "abc":
+        await h.store.get(seg(n))                  # 3 misses fill the cache
+    assert await h.store.get(seg("a")) == blobs["a"]  # hit: a is now most recent
+    await h.store.get(seg("d"))                    # miss; evicts b, the least recently used
+    assert h.store.stats()["evictions"] == 1
+    assert ("eviction", 1) in h.events
+    assert h.store.stats()["bytes"] <= h.store.size_limit
+
+    # a read after eviction still returns the object, from the inner store
+    assert await h.store.get(seg("b")) == blobs["b"]
+    assert h.inner_gets(seg("b")) == 2
+    # a was used recently and survived
+    assert await h.store.get(seg("a")) == blobs["a"]
+    assert h.inner_gets(seg("a")) == 1
+
+
+async def test_large_newcomer_evicts_several_but_not_itself(tmp_path):
+    limit = BASE + 4 * OBJ + KiB
+    h = Harness(tmp_path, size_limit=limit)
+    for n in "abcd":
+        await h.store.put(seg(n), os.urandom(OBJ))
+    big = os.urandom(2 * OBJ)
+    await h.store.put(seg("big"), big)
+    assert h.store.stats()["bytes"] <= limit
+    assert h.store.stats()["evictions"] == 2
+    assert await h.store.get(seg("big")) == big
+    assert h.inner_gets(seg("big")) == 0
+
+
+async def test_objects_over_max_size_are_not_cached(tmp_path):
+    h = Harness(tmp_path, max_object_bytes=10)
+    await h.store.put(seg("x"), b"x" * 11)
+    await h.store.get(seg("x"))
+    assert h.inner_gets(seg("x")) == 1 and h.store.stats()["entries"] == 0
+
+
+async def test_manifests_are_never_cached(tmp_path):
+    h = Harness(tmp_path)
+    key = "collections/c/manifest/00000000000000000001.json"
+    await h.store.put(key, b"v1")
+    assert await h.store.get(key) == b"v1"
+    assert await h.store.get(key) == b"v1"
+    assert h.inner_gets(key) == 2
+    assert h.events == []
+    assert h.store.stats()["entries"] == 0
+
+
+async def test_writes_populate_and_deletes_evict(tmp_path):
+    h = Harness(tmp_path)
+    await h.store.put(seg("w"), b"data")
+    assert await h.store.get(seg("w")) == b"data"
+    assert h.inner_gets(seg("w")) == 0
+    await h.store.delete(seg("w"))
+    with pytest.raises(TierDBError) as info:
+        await h.store.get(seg("w"))
+    assert info.value.kind is ErrorKind.NOT_FOUND
+    assert h.store.stats()["entries"] == 0
+
+
+async def test_failed_conditional_put_does_not_poison_the_cache(tmp_path):
+    h = Harness(tmp_path)
+    await h.inner.inner.put(seg("p"), b"theirs")
+    with pytest.raises(TierDBError) as info:
+        await h.store.put(seg("p"), b"mine", if_absent=True)
+    assert info.value.kind is ErrorKind.PRECONDITION
+    assert await h.store.get(seg("p")) == b"theirs"
+
+
+async def test_overwrite_with_lost_response_leaves_no_stale_entry(tmp_path):
+    h = Harness(tmp_path, cacheable=lambda key: True)
+    await h.store.put("k", b"v1")
+    h.inner.inject("lose_response", ops="put", times=1)
+    with pytest.raises(TierDBError):
+        await h.store.put("k", b"v2")
+    assert await h.store.get("k") == b"v2"
+
+
+async def test_cache_survives_reopen(tmp_path):
+    h = Harness(tmp_path)
+    await h.store.put(seg("r"), b"persisted")
+    await h.store.close()
+    again = DiskCachedStore(h.inner, str(tmp_path / "cache"), 10 * 1024 * KiB)
+    assert await again.get(seg("r")) == b"persisted"
+    assert again.stats()["hits"] == 1 and h.inner_gets(seg("r")) == 0
+    await again.close()
+
+
+async def test_cache_read_failure_falls_back_to_inner(tmp_path, monkeypatch):
+    h = Harness(tmp_path)
+    await h.store.put(seg("f"), b"data")
+
+    def broken_get(self, *args, **kwargs):
+        raise diskcache.Timeout("database is locked")
+
+    monkeypatch.setattr(diskcache.Cache, "get", broken_get)
+    assert await h.store.get(seg("f")) == b"data"
+    assert h.inner_gets(seg("f")) == 1

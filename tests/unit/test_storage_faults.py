@@ -1,0 +1,79 @@
+import pytest
+
+from tests.unit.blobstore_contract import BlobStoreContract
+from tierdb.errors import ErrorKind, TierDBError
+from tierdb.storage.faults import FaultInjectingStore
+from tierdb.storage.memory import MemoryStore
+
+
+class TestFaultInjectingStoreWithoutFaults(BlobStoreContract):
+    @pytest.fixture
+    async def store(self):
+        yield FaultInjectingStore(MemoryStore())
+
+
+async def test_fail_next_n_then_recovers():
+    store = FaultInjectingStore(MemoryStore())
+    store.fail_next(2, ops=["put", "get"])
+    for _ in range(2):
+        with pytest.raises(TierDBError) as info:
+            await store.put("k", b"v")
+        assert info.value.kind is ErrorKind.UNAVAILABLE and info.value.context["retryable"]
+    await store.put("k", b"v")
+    assert await store.get("k") == b"v"
+    assert store.faults == []
+    assert store.calls == [("put", "k")] * 3 + [("get", "k")]
+
+
+async def test_faults_are_scoped_by_op_and_prefix():
+    store = FaultInjectingStore(MemoryStore())
+    store.inject("permanent", ops="delete", prefix="collections/a/")
+    await store.delete("collections/b/x")
+    await store.put("collections/a/x", b"1")
+    with pytest.raises(TierDBError) as info:
+        await store.delete("collections/a/x")
+    assert info.value.context["retryable"] is False
+    assert await store.get("collections/a/x") == b"1"
+
+
+async def test_lose_response_performs_the_operation():
+    store = FaultInjectingStore(MemoryStore())
+    store.inject("lose_response", ops="put", times=1)
+    with pytest.raises(TierDBError) as info:
+        await store.put("k", b"v")
+    assert info.value.context["response_lost"] is True
+    assert await store.get("k") == b"v"
+
+
+async def test_latency_is_added_then_error_fires():
+    sleeps = []
+
+    async def fake_sleep(secs):
+        sleeps.append(secs)
+
+    store = FaultInjectingStore(MemoryStore(), sleep=fake_sleep)
+    store.inject("latency", delay=0.5, ops="head", times=1)
+    store.fail_next(1, ops="head")
+    with pytest.raises(TierDBError):
+        await store.head("k")
+    assert sleeps == [0.5]
+    assert await store.head("k") is None
+    assert sleeps == [0.5]
+
+
+async def test_remove_and_clear():
+    store = FaultInjectingStore(MemoryStore())
+    fault = store.inject("transient")
+    store.remove(fault)
+    await store.put("k", b"v")
+    store.inject("transient")
+    store.clear()
+    await store.get("k")
+
+
+def test_rejects_unknown_kinds_and_ops():
+    store = FaultInjectingStore(MemoryStore())
+    with pytest.raises(ValueError):
+        store.inject("explode")
+    with pytest.raises(ValueError):
+        store.inject("transient", ops="copy")

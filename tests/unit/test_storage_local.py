@@ -1,0 +1,133 @@
+import errno
+import os
+
+import pytest
+
+from tests.unit.blobstore_contract import BlobStoreContract
+from tierdb.errors import ErrorKind, TierDBError
+from tierdb.storage import local as local_module
+from tierdb.storage.local import LocalStore
+
+
+class TestLocalStore(BlobStoreContract):
+    concurrent_writers = 8
+    many_keys = 300
+
+    @pytest.fixture
+    async def store(self, tmp_path):
+        yield LocalStore(str(tmp_path / "root"))
+
+
+def _all_files(root):
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+    )
+
+
+async def test_objects_are_files_under_root_and_survive_reopen(tmp_path):
+    root = str(tmp_path)
+    await LocalStore(root).put("collections/c/wal/1.wal", b"abc")
+    assert open(tmp_path / "collections/c/wal/1.wal", "rb").read() == b"abc"
+    assert await LocalStore(root).get("collections/c/wal/1.wal") == b"abc"
+
+
+async def test_no_temp_files_left_behind(tmp_path):
+    store = LocalStore(str(tmp_path))
+    await store.put("a/b", b"1")
+    await store.put("a/b", b"2")
+    with pytest.raises(TierDBError):
+        await store.put("a/b", b"3", if_absent=True)
+    assert _all_files(tmp_path) == ["a/b"]
+
+
+async def test_list_ignores_temp_and_hidden_files(tmp_path):
+    store = LocalStore(str(tmp_path))
+    await store.put("a/x.seg", b"1")
+    (tmp_path / "a" / ".x.seg.k2j3.tmp").write_bytes(b"partial")
+    (tmp_path / "a" / ".hidden").mkdir()
+    (tmp_path / "a" / ".hidden" / "y.seg").write_bytes(b"?")
+    assert [i.key for i in await store.list("")] == ["a/x.seg"]
+
+
+async def test_missing_root_reads_as_empty(tmp_path):
+    store = LocalStore(str(tmp_path / "does-not-exist"))
+    assert await store.list("") == []
+    assert await store.head("a") is None
+    with pytest.raises(TierDBError) as info:
+        await store.get("a")
+    assert info.value.kind is ErrorKind.NOT_FOUND
+
+
+async def test_key_cannot_be_object_and_prefix(tmp_path):
+    store = LocalStore(str(tmp_path))
+    await store.put("a/b", b"file")
+    with pytest.raises(TierDBError) as info:
+        await store.put("a/b/c", b"x")
+    assert info.value.kind is ErrorKind.INVALID
+    await store.put("d/e/f", b"x")
+    for if_absent in (False, True):
+        with pytest.raises(TierDBError) as info:
+            await store.put("d/e", b"x", if_absent=if_absent)
+        assert info.value.kind is ErrorKind.INVALID
+    # a directory is not an object
+    assert await store.head("d/e") is None
+    with pytest.raises(TierDBError) as info:
+        await store.get("d/e")
+    assert info.value.kind is ErrorKind.NOT_FOUND
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+async def test_disk_full_or_readonly_is_insufficient_storage(tmp_path, monkeypatch, code):
+    store = LocalStore(str(tmp_path))
+    await store.put("a/b", b"old")
+
+    def failing_fsync(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(local_module.os, "fsync", failing_fsync)
+    with pytest.raises(TierDBError) as info:
+        await store.put("a/b", b"new")
+    err = info.value
+    assert err.kind is ErrorKind.INSUFFICIENT_STORAGE and err.status_code == 507
+    assert str(tmp_path / "a" / "b") in str(err)
+    assert err.context["retryable"] is False
+    monkeypatch.undo()
+    assert await store.get("a/b") == b"old"
+    assert _all_files(tmp_path) == ["a/b"]
+
+
+async def test_mkdir_on_readonly_fs_names_the_directory(tmp_path, monkeypatch):
+    store = LocalStore(str(tmp_path))
+
+    def readonly_mkdir(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    monkeypatch.setattr(local_module.os, "mkdir", readonly_mkdir)
+    with pytest.raises(TierDBError) as info:
+        await store.put("new/dir/obj", b"x")
+    assert info.value.kind is ErrorKind.INSUFFICIENT_STORAGE
+    assert str(tmp_path / "new") in str(info.value)
+
+
+async def test_read_permission_denied_is_reported_with_path(tmp_path, monkeypatch):
+    store = LocalStore(str(tmp_path))
+    await store.put("a/b", b"x")
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(local_module, "open", denied, raising=False)
+    with pytest.raises(TierDBError) as info:
+        await store.get("a/b")
+    assert info.value.kind is ErrorKind.INSUFFICIENT_STORAGE
+    assert str(tmp_path / "a" / "b") in str(info.value)
+
+
+async def test_fsync_can_be_disabled(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(local_module.os, "fsync", lambda fd: calls.append(fd))
+    store = LocalStore(str(tmp_path), fsync=False)
+    await store.put("a/b", b"x")
+    assert calls == []
+    await LocalStore(str(tmp_path)).put("a/c", b"x")
+    assert len(calls) >= 2  # the file and its directory

@@ -1,0 +1,228 @@
+"""A read-through disk cache in front of a BlobStore, for immutable objects.
+
+Only keys accepted by ``cacheable`` are cached (default: segments and WAL objects, which
+are never rewritten; manifests advance in place by version and are always read from the
+inner store).  Reads try the cache, then the inner store, then fill the cache; writes go to
+the inner store first and then fill the cache; deletes evict.  The cache is an
+optimisation only: any cache failure is logged and the inner store answers.
+
+Eviction is least-recently-*used* (diskcache's default policy is least-recently-stored).
+diskcache evicts ``cull_limit`` LRU entries per write once the volume reaches
+``size_limit``; we set it to 1 so a fill evicts exactly the oldest entry, and keep evicting
+one at a time (``_shrink``) while a larger newcomer still leaves the cache over the limit.
+(``Cache.cull()`` evicts in batches of ten, which in a cache of a few large segments would
+throw away the entry just written.)  diskcache evicts silently, so evictions are counted as
+the entries that disappeared during a fill: ``len before + 1 (if the key was new) - len
+after``.  Fills and evictions are serialised by a lock, so the count is exact as long as no
+other process shares the directory.  ``size_limit`` includes SQLite's own pages
+(diskcache's ``volume()``), so the cache never grows past it except by one object that
+arrived when it was already full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+import diskcache
+
+from tierdb.storage.base import BlobStore, ObjectInfo
+
+logger = logging.getLogger(__name__)
+
+# on_event(kind, n) with kind in "hit", "miss", "eviction".
+OnEvent = Callable[[str, int], None]
+
+# A tuple can never equal an object key (always a str).
+_CULL_PROBE = ("tierdb", "cull-probe")
+
+
+def immutable_object(key: str) -> bool:
+    """Segments and WAL objects: written once, safe to cache forever."""
+    return key.endswith((".seg", ".wal"))
+
+
+class DiskCachedStore:
+    def __init__(
+        self,
+        inner: BlobStore,
+        directory: str,
+        size_limit_bytes: int,
+        *,
+        on_event: OnEvent | None = None,
+        cacheable: Callable[[str], bool] = immutable_object,
+        max_object_bytes: int | None = None,
+    ) -> None:
+        if size_limit_bytes <= 0:
+            raise ValueError("size_limit_bytes must be positive")
+        self.inner = inner
+        self.directory = directory
+        self.size_limit = size_limit_bytes
+        # An object close to the whole budget would flush the working set for one entry.
+        self.max_object_bytes = (
+            size_limit_bytes // 2 if max_object_bytes is None else max_object_bytes
+        )
+        self._cacheable = cacheable
+        self._on_event = on_event
+        self._cache: diskcache.Cache | None = None
+        self._open_lock = asyncio.Lock()
+        self._fill_lock = threading.Lock()
+        self._hits = self._misses = self._evictions = 0
+        self._bytes = 0
+        self._entries = 0
+
+    def __repr__(self) -> str:
+        return f"DiskCachedStore({self.inner!r}, directory={self.directory!r})"
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start, plus the cache's size as of the last fill or eviction."""
+        return {
+            "hits": self._hits,
+            "misses": self._misses,
+            "evictions": self._evictions,
+            "bytes": self._bytes,
+            "entries": self._entries,
+            "size_limit": self.size_limit,
+        }
+
+    # -- BlobStore ---------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes:
+        if not self._cacheable(key):
+            return await self.inner.get(key)
+        cached = await self._lookup(key)
+        if cached is not None:
+            self._event("hit", 1)
+            return cached
+        self._event("miss", 1)
+        data = await self.inner.get(key)
+        await self._fill(key, data)
+        return data
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        cacheable = self._cacheable(key)
+        if cacheable and not if_absent:
+            # An overwrite whose outcome is unknown (lost response) must not leave the
+            # old bytes cached.
+            await self._evict(key)
+        await self.inner.put(key, data, if_absent=if_absent)
+        if cacheable:
+            await self._fill(key, data)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+        if self._cacheable(key):
+            await self._evict(key)
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        return await self.inner.list(prefix)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        return await self.inner.head(key)
+
+    async def close(self) -> None:
+        cache, self._cache = self._cache, None
+        try:
+            if cache is not None:
+                await asyncio.to_thread(cache.close)
+        finally:
+            await self.inner.close()
+
+    # -- cache operations (each one off the event loop) --------------------------------
+
+    async def _open(self) -> diskcache.Cache:
+        if self._cache is None:
+            async with self._open_lock:
+                if self._cache is None:
+                    self._cache = await asyncio.to_thread(self._open_sync)
+        return self._cache
+
+    def _open_sync(self) -> diskcache.Cache:
+        cache = diskcache.Cache(
+            self.directory,
+            size_limit=self.size_limit,
+            eviction_policy="least-recently-used",
+            cull_limit=1,
+        )
+        self._bytes, self._entries = cache.volume(), len(cache)
+        return cache
+
+    async def _lookup(self, key: str) -> bytes | None:
+        try:
+            cache = await self._open()
+            return await asyncio.to_thread(cache.get, key, None)
+        except Exception:
+            logger.warning(
+                "disk cache read failed; reading from the store",
+                exc_info=True,
+                extra={"key": key, "cache_dir": self.directory},
+            )
+            return None
+
+    async def _fill(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_object_bytes:
+            return
+        try:
+            cache = await self._open()
+            evicted = await asyncio.to_thread(self._fill_sync, cache, key, data)
+        except Exception:
+            logger.warning(
+                "disk cache fill failed",
+                exc_info=True,
+                extra={"key": key, "cache_dir": self.directory},
+            )
+            await self._evict(key)  # never leave a possibly stale entry behind
+            return
+        if evicted:
+            self._event("eviction", evicted)
+
+    def _fill_sync(self, cache: diskcache.Cache, key: str, data: bytes) -> int:
+        with self._fill_lock:
+            is_new = key not in cache
+            before = len(cache)
+            cache.set(key, data)
+            self._shrink(cache)
+            after = len(cache)
+            self._bytes, self._entries = cache.volume(), after
+        return before + int(is_new) - after
+
+    def _shrink(self, cache: diskcache.Cache) -> None:
+        """Evict LRU entries one by one until the cache fits (never the newest entry).
+
+        Writing a tiny probe entry makes diskcache evict its next LRU entry (the probe
+        itself is the most recent); the probe is then deleted.
+        """
+        while cache.volume() > self.size_limit and len(cache) > 1:
+            before = len(cache)
+            cache.set(_CULL_PROBE, b"")
+            cache.delete(_CULL_PROBE)
+            if len(cache) >= before:
+                return  # nothing left that diskcache is willing to evict
+
+    async def _evict(self, key: str) -> None:
+        try:
+            cache = await self._open()
+            await asyncio.to_thread(self._evict_sync, cache, key)
+        except Exception:
+            logger.error(
+                "disk cache eviction failed; the entry may be stale",
+                exc_info=True,
+                extra={"key": key, "cache_dir": self.directory},
+            )
+
+    def _evict_sync(self, cache: diskcache.Cache, key: str) -> None:
+        with self._fill_lock:
+            cache.delete(key)
+            self._bytes, self._entries = cache.volume(), len(cache)
+
+    def _event(self, kind: str, n: int) -> None:
+        if kind == "hit":
+            self._hits += n
+        elif kind == "miss":
+            self._misses += n
+        else:
+            self._evictions += n
+        if self._on_event is not None:
+            self._on_event(kind, n)

@@ -1,0 +1,49 @@
+"""An in-process BlobStore for tests, with the same semantics as the real ones."""
+
+from __future__ import annotations
+
+from tierdb.storage.base import ObjectInfo
+from tierdb.storage.local import object_exists, object_not_found, validate_key, validate_prefix
+
+
+class MemoryStore:
+    """Objects in a dict.  Every method runs without awaiting, so each is atomic on the loop."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._objects)} objects)"
+
+    async def get(self, key: str) -> bytes:
+        validate_key(key)
+        try:
+            return self._objects[key]
+        except KeyError:
+            raise object_not_found(key) from None
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        validate_key(key)
+        if if_absent and key in self._objects:
+            raise object_exists(key)
+        self._objects[key] = bytes(data)
+
+    async def delete(self, key: str) -> None:
+        validate_key(key)
+        self._objects.pop(key, None)
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        validate_prefix(prefix)
+        return [
+            ObjectInfo(key=k, size=len(v))
+            for k, v in sorted(self._objects.items())
+            if k.startswith(prefix)
+        ]
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        validate_key(key)
+        data = self._objects.get(key)
+        return None if data is None else ObjectInfo(key=key, size=len(data))
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,309 @@
+"""The S3 BlobStore (AWS S3, MinIO, SeaweedFS, any S3-compatible server).
+
+The only module in TierDB that imports aiobotocore/botocore.  botocore's own retries are
+off: RetryingStore decides, from ``classify``, what is worth another attempt.
+Credentials come from the standard AWS chain unless given explicitly, and never appear in
+logs, reprs or error messages (server error messages are not copied either: only the
+error code, HTTP status and request id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+from aiobotocore.session import AioSession
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    ProxyConnectionError,
+    ReadTimeoutError,
+)
+
+from tierdb import keys
+from tierdb.config import S3Settings
+from tierdb.errors import ErrorKind, TierDBError, invalid
+from tierdb.storage.base import ObjectInfo
+from tierdb.storage.local import object_exists, object_not_found, validate_key, validate_prefix
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 1000  # the S3 maximum for ListObjectsV2
+_MAX_POOL_CONNECTIONS = 32
+
+# Error codes worth retrying whatever the status says.  Throttling* is matched by prefix.
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "BandwidthLimitExceeded",
+        "OperationAborted",
+    }
+)
+# 5xx that will not get better by retrying.
+_PERMANENT_CODES = frozenset({"NotImplemented"})
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+
+_TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ReadTimeoutError,
+    ConnectTimeoutError,
+    ProxyConnectionError,
+    HTTPClientError,  # also covers ResponseStreamingError (body cut off mid-read)
+    aiohttp.ClientError,
+    TimeoutError,  # is asyncio.TimeoutError since 3.11
+    ConnectionError,  # the builtin: resets, refusals, broken pipes
+)
+
+_HINTS = {
+    "AccessDenied": "check the S3 credentials and the bucket policy",
+    "InvalidAccessKeyId": "check the S3 access key",
+    "SignatureDoesNotMatch": "check the S3 secret key",
+    "NoSuchBucket": "create the bucket or fix s3.bucket",
+    "NotImplemented": "the S3 server does not support this request "
+    "(conditional writes need If-None-Match support)",
+    "NoCredentialsError": "no S3 credentials found (set AWS_ACCESS_KEY_ID / "
+    "AWS_SECRET_ACCESS_KEY or another AWS credential source)",
+}
+
+
+def classify(exc: BaseException) -> tuple[bool, str, int | None]:
+    """(retryable, code, http_status) for an exception raised by an S3 call.
+
+    Decided by the botocore error code and HTTP status, never by message text:
+    5xx (except 501), 429, SlowDown, RequestTimeout, Throttling*, timeouts and connection
+    errors are retryable; every other 4xx and every other error (credentials, bad bucket,
+    invalid request, TLS certificate problems) is permanent.
+    """
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error") or {}
+        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        code = str(error.get("Code") or (status if status is not None else "Unknown"))
+        if code in _PERMANENT_CODES or status == 501:
+            return False, code, status
+        retryable = (
+            code in _RETRYABLE_CODES
+            or code.startswith("Throttl")
+            or status == 429
+            or (status is not None and status >= 500)
+        )
+        return retryable, code, status
+    code = type(exc).__name__
+    # botocore.SSLError is a ConnectionError subclass, but a certificate that fails to
+    # verify will fail again; treat it as configuration, not weather.
+    if code == "SSLError":
+        return False, code, None
+    return isinstance(exc, _TRANSIENT_EXCEPTIONS), code, None
+
+
+class S3Store:
+    """Objects under ``{settings.prefix}/{key}`` in ``settings.bucket``.
+
+    ``on_request(op)`` is called once per HTTP request (op in get/put/delete/list/head;
+    a multi-page list calls it once per page) so the caller can count S3 requests.
+    """
+
+    def __init__(
+        self,
+        settings: S3Settings,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        on_request: Callable[[str], None] | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        if not settings.bucket:
+            raise invalid("s3.bucket is not set")
+        if not 1 <= page_size <= DEFAULT_PAGE_SIZE:
+            raise invalid(f"S3 list page size must be 1..{DEFAULT_PAGE_SIZE}, got {page_size}")
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._root = keys.with_prefix(settings.prefix, "")
+        self._credentials = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key}
+        self._on_request = on_request
+        self._page_size = page_size
+        self._client: Any = None
+        self._stack: AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        endpoint = self.settings.endpoint or "aws"
+        return f"S3Store(endpoint={endpoint!r}, bucket={self.bucket!r}, prefix={self._root!r})"
+
+    # -- BlobStore ---------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes:
+        validate_key(key)
+        try:
+            client = await self._request("get")
+            response = await client.get_object(Bucket=self.bucket, Key=self._full(key))
+            async with response["Body"] as body:
+                return await body.read()
+        except Exception as exc:
+            raise self._error("get", key, exc) from exc
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        validate_key(key)
+        kwargs: dict[str, Any] = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            client = await self._request("put")
+            await client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, **kwargs)
+        except Exception as exc:
+            raise self._error("put", key, exc) from exc
+
+    async def delete(self, key: str) -> None:
+        validate_key(key)
+        try:
+            client = await self._request("delete")
+            await client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        except Exception as exc:
+            error = self._error("delete", key, exc)
+            if error.kind is not ErrorKind.NOT_FOUND:  # some servers 404 a missing key
+                raise error from exc
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        validate_prefix(prefix)
+        out: list[ObjectInfo] = []
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self._full(prefix),
+            "MaxKeys": self._page_size,
+        }
+        try:
+            while True:
+                client = await self._request("list")
+                page = await client.list_objects_v2(**kwargs)
+                for obj in page.get("Contents", ()):
+                    out.append(
+                        ObjectInfo(
+                            key=obj["Key"][len(self._root) :],
+                            size=obj["Size"],
+                            etag=obj.get("ETag", "").strip('"'),
+                        )
+                    )
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    break
+                kwargs["ContinuationToken"] = token
+        except Exception as exc:
+            raise self._error("list", prefix, exc) from exc
+        out.sort(key=lambda info: info.key)
+        return out
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        validate_key(key)
+        try:
+            client = await self._request("head")
+            response = await client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except Exception as exc:
+            error = self._error("head", key, exc)
+            if error.kind is ErrorKind.NOT_FOUND:
+                return None
+            raise error from exc
+        return ObjectInfo(
+            key=key, size=response["ContentLength"], etag=response.get("ETag", "").strip('"')
+        )
+
+    async def close(self) -> None:
+        async with self._lock:
+            stack, self._stack, self._client = self._stack, None, None
+            if stack is not None:
+                await stack.aclose()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        return self._root + key
+
+    async def _request(self, op: str) -> Any:
+        """The client, created on first use; counts the request about to be sent."""
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    await self._open()
+        if self._on_request is not None:
+            self._on_request(op)
+        return self._client
+
+    async def _open(self) -> None:
+        s = self.settings
+        config = Config(
+            region_name=s.region,
+            connect_timeout=s.connect_timeout_secs,
+            read_timeout=s.read_timeout_secs,
+            # total_max_attempts counts the first try: 1 means botocore never retries.
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            s3={"addressing_style": "path" if s.path_style else "auto"},
+            max_pool_connections=_MAX_POOL_CONNECTIONS,
+        )
+        stack = AsyncExitStack()
+        try:
+            self._client = await stack.enter_async_context(
+                AioSession().create_client(
+                    "s3",
+                    endpoint_url=s.endpoint or None,
+                    region_name=s.region,
+                    config=config,
+                    **self._credentials,
+                )
+            )
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        logger.info(
+            "S3 client opened",
+            extra={"endpoint": s.endpoint or "aws", "bucket": self.bucket, "prefix": self._root},
+        )
+
+    def _error(self, op: str, key: str, exc: Exception) -> TierDBError:
+        if isinstance(exc, TierDBError):
+            return exc
+        retryable, code, status = classify(exc)
+        context: dict[str, Any] = {
+            "op": op,
+            "key": key,
+            "bucket": self.bucket,
+            "code": code,
+            "status": status,
+            "retryable": retryable,
+        }
+        if isinstance(exc, ClientError):
+            request_id = (exc.response.get("ResponseMetadata") or {}).get("RequestId")
+            if request_id:
+                context["request_id"] = request_id
+        if op in ("get", "head", "delete") and code in _NOT_FOUND_CODES:
+            return object_not_found(key)
+        if op == "put" and (code in _PRECONDITION_CODES or status == 412):
+            return object_exists(key)
+
+        http = f" (HTTP {status})" if status is not None else ""
+        where = f"S3 {op} of {key!r} in bucket {self.bucket!r}"
+        if retryable:
+            message = f"{where} failed transiently: {code}{http}"
+        else:
+            hint = _HINTS.get(code)
+            message = f"{where} failed permanently: {code}{http}" + (f"; {hint}" if hint else "")
+            if not isinstance(exc, (ClientError, BotoCoreError)) and code not in _HINTS:
+                # An unexpected exception type is most likely a bug: keep its traceback.
+                logger.exception("unexpected error from S3 client", extra=context)
+        logger.debug("S3 request failed", extra=context)
+        return TierDBError(ErrorKind.UNAVAILABLE, message, **context)
