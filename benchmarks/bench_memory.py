@@ -22,13 +22,13 @@ import msgspec
 import numpy as np
 
 from common import (
-    ServerProcess,
     latency_summary,
     load_dataset,
     machine,
     markdown_table,
     recall_at_k,
     save_results,
+    start_server,
 )
 
 from tierdb.config import CompactionSettings, IndexSettings, Settings, StorageSettings
@@ -161,8 +161,8 @@ def main() -> None:
         data_dir = os.path.join(tmp, "inproc")
         results["tierdb_in_process"] = inproc = asyncio.run(bench_in_process(data_dir, data.base, data.queries, data.gt))
         print("tierdb over HTTP ...")
-        server = ServerProcess(data_dir)
-        results["restart_to_ready_secs_50k"] = round(server.wait_ready(), 3)
+        server, ready_secs = start_server(data_dir)
+        results["restart_to_ready_secs_50k"] = round(ready_secs, 3)
         try:
             results["tierdb_http"] = http = bench_http_query(server.url, data.queries, data.gt)
             http["ingest_json_docs_per_sec"] = round(bench_http_ingest(server.url, data.base, "json"), 1)
@@ -173,8 +173,8 @@ def main() -> None:
             print(f"restart with {args.restart_rows} vectors ...")
             restart_dir = os.path.join(tmp, "restart")
             asyncio.run(build_restart_fixture(restart_dir, data.base, args.restart_rows))
-            server = ServerProcess(restart_dir)
-            results[f"restart_to_ready_secs_{args.restart_rows}"] = round(server.wait_ready(timeout=600), 3)
+            server, ready_secs = start_server(restart_dir)
+            results[f"restart_to_ready_secs_{args.restart_rows}"] = round(ready_secs, 3)
             server.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

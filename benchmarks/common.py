@@ -74,46 +74,13 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def free_port() -> int:
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_server(data_dir: str, timeout: float = 600.0):
+    """A real ``python -m tierdb serve`` process (tests/server_process.py) and its seconds to ready."""
+    sys.path.insert(0, str(ROOT))
+    from tests.server_process import ServerProcess
 
-
-class ServerProcess:
-    """``python -m tierdb serve`` on a free loopback port, for benchmarks over real HTTP."""
-
-    def __init__(self, data_dir: str, env: dict[str, str] | None = None) -> None:
-        import subprocess
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "TIERDB_LOG_LEVEL": "WARNING", **(env or {})}
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tierdb", "serve", "--data-dir", data_dir, "--port", str(self.port)],
-            env=full_env,
-            cwd=str(ROOT),
-        )
-
-    def wait_ready(self, timeout: float = 120.0) -> float:
-        """Seconds from process start to /health/ready answering 200."""
-        import httpx
-
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
-                    return time.perf_counter() - self.started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
+    server = ServerProcess(data_dir, env={"TIERDB_LOG_LEVEL": "WARNING"})
+    started = time.perf_counter()
+    server.start(timeout=timeout)
+    return server, time.perf_counter() - started

@@ -19,7 +19,7 @@ import sys
 import time
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 
@@ -90,9 +90,15 @@ async def add_request_id_header(message: dict[str, Any], scope: dict[str, Any]) 
 class RequestContextMiddleware:
     """ASGI middleware: binds request_id/collection to the context and writes the access log."""
 
-    def __init__(self, app: Any, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: Any,
+        access_log: bool = True,
+        on_complete: Callable[[dict[str, Any], int, float], None] | None = None,
+    ) -> None:
         self.app = app
         self.access_log = access_log
+        self.on_complete = on_complete  # (scope, status, seconds), e.g. request metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -112,8 +118,11 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            elapsed = time.perf_counter() - start
+            if self.on_complete is not None:
+                self.on_complete(scope, status, elapsed)
             if self.access_log:
-                _log_access(scope, status, time.perf_counter() - start)
+                _log_access(scope, status, elapsed)
             collection_var.reset(collection_token)
             request_id_var.reset(request_token)
 

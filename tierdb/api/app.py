@@ -20,7 +20,7 @@ from ..logging_setup import RequestContextMiddleware, add_request_id_header
 from .controllers import ROUTE_HANDLERS
 from .errors import EXCEPTION_HANDLERS
 from .lifecycle import EngineHost
-from .middleware import MetricsMiddleware
+from .middleware import observe_request
 from .openapi import add_request_schemas, openapi_config
 
 
@@ -60,8 +60,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         on_startup=[add_request_schemas],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
-            DefineMiddleware(RequestContextMiddleware, access_log=settings.log.access_log),
-            MetricsMiddleware,
+            DefineMiddleware(
+                RequestContextMiddleware, access_log=settings.log.access_log, on_complete=observe_request
+            ),
         ],
         before_send=[add_request_id_header],
         openapi_config=openapi_config(),
