@@ -46,6 +46,11 @@ def segment_key(name: str, segment_id: str) -> str:
     return f"collections/{name}/segments/{segment_id}.seg"
 
 
+def segment_id_of(key: str) -> str:
+    """The segment id in a segment key."""
+    return key.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
 def parse_number(key: str) -> int:
     """The zero-padded number in a manifest or WAL key."""
     return int(key.rsplit("/", 1)[-1].split(".", 1)[0])

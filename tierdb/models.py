@@ -157,3 +157,15 @@ class CollectionStats(msgspec.Struct):
     cache_bytes_ram: int = 0
     cache_bytes_disk: int = 0
     error: str = ""
+
+
+class DlqEntry(msgspec.Struct, frozen=True):
+    """An upload that failed permanently or ran out of retries; the data stays on local disk."""
+
+    object: str                      # the object key that could not be uploaded
+    error: str
+    code: str = ""                   # S3 error code or HTTP status, when known
+    attempts: int = 1
+    permanent: bool = False          # True: not retryable (auth, missing bucket, ...)
+    first_failed_at: float = 0.0
+    last_failed_at: float = 0.0

@@ -193,9 +193,9 @@ async def test_concurrent_writers_share_fsyncs(engine, monkeypatch):
     appends = []
     original = coll.wal.append
 
-    def counting(frames):
+    def counting(frames, first_seq=0):
         appends.append(len(frames))
-        return original(frames)
+        return original(frames, first_seq)
 
     monkeypatch.setattr(coll.wal, "append", counting)
     await asyncio.gather(*(coll.upsert([f"d{i}"], random_vectors(1, 8, seed=i)) for i in range(100)))

@@ -26,7 +26,19 @@ import numpy as np
 from .. import keys, metrics
 from ..config import Settings
 from ..errors import ErrorKind, TierDBError, invalid, unavailable
-from ..models import MAX_ID_BYTES, CollectionInfo, CollectionSpec, CollectionStats, Document, Hit, Manifest, SegmentRef
+from ..models import (
+    MAX_ID_BYTES,
+    CollectionInfo,
+    CollectionSpec,
+    CollectionStats,
+    DlqEntry,
+    Document,
+    Hit,
+    Manifest,
+    SegmentRef,
+)
+from ..tiering import POLICIES
+from ..workers.dlq import DeadLetterQueue
 from ..storage.base import BlobStore
 from . import compaction, manifest as manifests, segment as segments
 from .filters import compile_filter, filter_key
@@ -62,6 +74,7 @@ class _Built:
 class Collection:
     def __init__(self, spec: CollectionSpec, store: BlobStore, wal: LocalWal, settings: Settings, writer_id: str) -> None:
         self.spec = spec
+        self.policy = POLICIES[spec.tiering_policy]
         self.name = spec.name
         self.store = store
         self.wal = wal
@@ -75,12 +88,17 @@ class Collection:
         self._rw = RWLock()
         self._commit_lock = threading.Lock()       # WAL append + apply vs. WAL rotation
         self._next_seq = 1
-        self._committer: GroupCommitter[WriteOp] = GroupCommitter(self._commit)
+        window = settings.uploader.group_commit_ms / 1000 if self.policy.wal_in_s3 else 0.0
+        self._committer: GroupCommitter[WriteOp] = GroupCommitter(self._commit, window_secs=window)
+        self._wal_uncertain = False                 # a failed remote WAL write may have landed
         self._maintenance = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self.state = "recovering"
         self.error = ""
         self.last_compaction_ts = 0.0
+        self.dlq: DeadLetterQueue | None = None      # memory_s3 only, set by the engine
+        self.uploader: Any = None                    # memory_s3 only: workers.uploader.Uploader
+        self.cache_stats: Any = None                 # s3_only: () -> disk cache stats dict
 
     # == opening ==================================================================================
     @classmethod
@@ -218,13 +236,47 @@ class Collection:
             for i, op in enumerate(ops)
         ]
         with self._commit_lock:
+            if self._wal_uncertain:
+                self._resync_wal()
+                records = [msgspec.structs.replace(r, seq=self._next_seq + i) for i, r in enumerate(records)]
             try:
-                self.wal.append([frame(r) for r in records])
+                self.wal.append([frame(r) for r in records], records[0].seq)
             except TierDBError as exc:
-                return [exc] * len(ops)
+                return [self._wal_failure(exc)] * len(ops)
             self._next_seq += len(records)
             with self._rw.write():
                 return [self._apply(record, op.matrix) for record, op in zip(records, ops)]
+
+    def _wal_failure(self, exc: TierDBError) -> TierDBError:
+        if exc.kind is ErrorKind.PRECONDITION:
+            fenced = TierDBError(
+                ErrorKind.FENCED,
+                f"collection {self.name!r}: WAL record {self._next_seq} was written by another writer; "
+                "this node stops writing the collection",
+                collection=self.name,
+            )
+            self._note_failure(fenced, "write")
+            return fenced
+        if self.policy.wal_in_s3:
+            self._wal_uncertain = True  # the PUT may have landed although we saw an error
+        return exc
+
+    def _resync_wal(self) -> None:
+        """Apply records that a write reported as failed but that did reach the WAL."""
+        for record in self.wal.scan(after_seq=self._next_seq - 1):
+            with self._rw.write():
+                self._apply(record, self._record_matrix(record))
+            self._next_seq = record.seq + 1
+        self._wal_uncertain = False
+
+    def seal_wal(self) -> None:
+        """Close the active WAL file so the uploader can ship it (memory_s3)."""
+        with self._commit_lock:
+            self.wal.rotate(self._next_seq)
+
+    @property
+    def last_seq(self) -> int:
+        return self._next_seq - 1
 
     def _apply(self, record: WalRecord, matrix: np.ndarray | None) -> int:
         mem = self.memtable
@@ -479,11 +531,13 @@ class Collection:
         """Local files no longer needed once the manifest is published: covered WAL, old
         manifests, segments the latest manifest does not reference."""
         assert self.manifest is not None
+        if not self.policy.local_cleanup:
+            return  # objects in S3 are removed by the GC worker after its grace period
         current = self.manifest
-        await asyncio.to_thread(self.wal.remove_covered, current.wal_seq)
+        await asyncio.to_thread(self.wal.remove_covered, self.wal_floor())
         live = {ref.id for ref in current.segments}
         for info in await self.store.list(keys.segment_prefix(self.name)):
-            seg_id = info.key.rsplit("/", 1)[-1].split(".", 1)[0]
+            seg_id = keys.segment_id_of(info.key)
             if seg_id not in live:
                 await self.store.delete(info.key)
         for version in await manifests.versions(self.store, self.name):
@@ -528,11 +582,31 @@ class Collection:
             return None
         return self._build(source_rows)
 
+    def wal_floor(self) -> int:
+        """WAL records up to here may be deleted locally: covered by the local manifest and,
+        for memory_s3, already in S3."""
+        assert self.manifest is not None
+        if self.uploader is not None:
+            return min(self.manifest.wal_seq, self.uploader.shipped_seq())
+        return self.manifest.wal_seq
+
     def _note_failure(self, exc: TierDBError, during: str) -> None:
         if exc.kind is ErrorKind.FENCED:
             self.state = "fenced"
             self.error = exc.message
         log.error(f"{during} failed", extra={"collection": self.name, "error": exc.message, "kind": exc.kind.value})
+
+    # == dead-letter queue (memory_s3) =============================================================
+    def dlq_entries(self) -> list[DlqEntry]:
+        return self.dlq.entries() if self.dlq is not None else []
+
+    async def dlq_retry(self) -> int:
+        """Re-enqueue every failed upload; the uploader tries again on its next run."""
+        return await asyncio.to_thread(self.dlq.retry) if self.dlq is not None else 0
+
+    async def dlq_clear(self) -> int:
+        """Drop the failed uploads; the next upload is a complete snapshot (flush + manifest)."""
+        return await asyncio.to_thread(self.dlq.clear) if self.dlq is not None else 0
 
     # == status ===================================================================================
     def count(self) -> int:
@@ -552,6 +626,16 @@ class Collection:
         )
 
     def stats(self) -> CollectionStats:
+        stats = self._base_stats()
+        if self.uploader is not None:
+            self.uploader.fill_stats(stats)
+        if self.dlq is not None:
+            stats.dlq_size = len(self.dlq)
+        if self.cache_stats is not None:
+            stats.cache_bytes_disk = int(self.cache_stats().get("bytes", 0))
+        return stats
+
+    def _base_stats(self) -> CollectionStats:
         return CollectionStats(
             name=self.name,
             policy=self.spec.tiering_policy,

@@ -23,16 +23,26 @@ from ..models import (
     normalize_policy,
 )
 from ..storage.base import BlobStore
+from ..storage.cache import DiskCachedStore
 from ..storage.local import LocalStore
+from ..storage.metered import MeteredStore, collection_of
+from ..storage.retry import RetryingStore
+from ..storage.s3 import S3Store
+from ..tiering import POLICIES
 from ..workers.compactor import run_compaction
+from ..workers.dlq import DeadLetterQueue
+from ..workers.gc import RemoteGc
 from ..workers.scheduler import build_scheduler
+from ..workers.uploader import STATE_FILE, Uploader
+from . import manifest as manifests
 from .collection import Collection
-from .wal import LocalWal
+from .restore import remote_collection_names, restore_collection
+from .wal import LocalWal, S3Wal
 
 log = logging.getLogger(__name__)
 
 _DROPPED_PREFIX = ".dropped-"
-SUPPORTED_POLICIES = ("memory",)
+_NODE_ID_FILE = "node_id"
 
 
 class Engine:
@@ -41,8 +51,12 @@ class Engine:
         self.data_dir = os.path.abspath(settings.storage.data_dir)
         self.collections_dir = os.path.join(self.data_dir, "collections")
         self.default_policy = normalize_policy(settings.storage.tiering_policy)
-        self.writer_id = uuid.uuid4().hex
+        self.writer_id = ""
         self.store: BlobStore = LocalStore(self.data_dir)
+        self.remote: BlobStore | None = None
+        self._caches: dict[str, DiskCachedStore] = {}
+        self._gcs: dict[str, RemoteGc] = {}
+        self.remote_error = ""
         self._collections: dict[str, Collection] = {}
         self._failed: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -53,11 +67,22 @@ class Engine:
     # == lifecycle ================================================================================
     async def start(self) -> None:
         await asyncio.to_thread(self._prepare_data_dir)
-        for name in await asyncio.to_thread(self._local_collection_names):
+        if self.settings.s3.bucket:
+            self.remote = RetryingStore(
+                MeteredStore(S3Store(self.settings.s3)), self.settings.retry, on_retry=_count_retry
+            )
+        local_names = await asyncio.to_thread(self._local_collection_names)
+        for name in local_names:
             await self._open(name)
-        self._scheduler = build_scheduler(
-            [("compaction", self._compaction_job, self.settings.compaction.interval_secs)]
-        )
+        if self.remote is not None:
+            await self._open_remote_only(set(local_names))
+        jobs = [("compaction", self._compaction_job, self.settings.compaction.interval_secs)]
+        if self.remote is not None:
+            jobs += [
+                ("uploader", self._upload_job, self.settings.uploader.interval_secs),
+                ("gc", self._gc_job, self.settings.gc.interval_secs),
+            ]
+        self._scheduler = build_scheduler(jobs)
         self._scheduler.start()
         self.ready = True
         log.info(
@@ -68,8 +93,35 @@ class Engine:
     async def _compaction_job(self) -> None:
         await run_compaction(self)
 
+    async def _upload_job(self) -> None:
+        for coll in self.open_collections():
+            if coll.uploader is not None:
+                try:
+                    await coll.uploader.run_once()
+                except Exception:
+                    log.exception("upload run crashed", extra={"collection": coll.name})
+
+    async def _gc_job(self) -> None:
+        for coll in self.open_collections():
+            gc = self._gcs.get(coll.name)
+            if gc is None or coll.state != "ready":
+                continue
+            newest = coll.uploader.state.s3_version if coll.uploader is not None else coll.manifest.version
+            try:
+                await gc.run_once(newest)
+            except TierDBError as exc:
+                log.warning("gc failed", extra={"collection": coll.name, "error": exc.message})
+            except Exception:
+                log.exception("gc crashed", extra={"collection": coll.name})
+
     def _prepare_data_dir(self) -> None:
         os.makedirs(self.collections_dir, exist_ok=True)
+        node_file = os.path.join(self.data_dir, _NODE_ID_FILE)
+        if not os.path.exists(node_file):
+            with open(node_file, "w") as f:
+                f.write(uuid.uuid4().hex)
+        with open(node_file) as f:
+            self.writer_id = f.read().strip()
         for entry in os.listdir(self.collections_dir):
             if entry.startswith(_DROPPED_PREFIX):
                 shutil.rmtree(os.path.join(self.collections_dir, entry), ignore_errors=True)
@@ -77,10 +129,14 @@ class Engine:
     def _local_collection_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.collections_dir) if COLLECTION_NAME.match(n))
 
-    async def _open(self, name: str) -> None:
+    async def _open(self, name: str, *, remote_policy: str | None = None) -> None:
         started = time.perf_counter()
         try:
-            coll = await Collection.open(self.store, self._wal_for(name), self.settings, name, self.writer_id)
+            if remote_policy == "s3_only":
+                coll = await Collection.open(self._cache_for(name), self._s3_wal(name), self.settings, name, self.writer_id)
+            else:
+                coll = await Collection.open(self.store, self._wal_for(name), self.settings, name, self.writer_id)
+            self._attach_workers(coll)
         except TierDBError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
                 log.warning("directory without a manifest ignored", extra={"collection": name})
@@ -92,8 +148,73 @@ class Engine:
         metrics.init_collection(name)
         log.info("collection opened", extra={"collection": name, "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
 
+    async def _open_remote_only(self, local_names: set[str]) -> None:
+        """Collections that exist only in S3: s3_only ones open from S3; memory_s3 ones are
+        restored to the local data directory first (disaster recovery)."""
+        assert self.remote is not None
+        try:
+            names = await remote_collection_names(self.remote)
+        except TierDBError as exc:
+            # Local collections still serve; collections that live only in S3 stay unknown
+            # until S3 answers and the node restarts. /health reports the S3 error.
+            self.remote_error = exc.message
+            log.error("cannot list collections in S3", extra={"error": exc.message})
+            return
+        for name in names:
+            if name in local_names:
+                continue
+            try:
+                latest = await manifests.load_latest(self.remote, name)
+                if latest is None:
+                    continue
+                if latest.spec.tiering_policy == "memory_s3":
+                    await restore_collection(self.remote, self.store, self.data_dir, name)
+                    await self._open(name)
+                    if name in self._collections:
+                        await asyncio.to_thread(self._collections[name].seal_wal)
+                else:
+                    await self._open(name, remote_policy=latest.spec.tiering_policy)
+            except TierDBError as exc:
+                self._failed[name] = exc.message
+                log.error("collection in S3 failed to open", extra={"collection": name, "error": exc.message})
+
     def _wal_for(self, name: str) -> LocalWal:
         return LocalWal(os.path.join(self.data_dir, keys.wal_prefix(name)), fsync=self.settings.storage.fsync)
+
+    def _s3_wal(self, name: str) -> S3Wal:
+        assert self.remote is not None
+        return S3Wal(self.remote, name, asyncio.get_running_loop())
+
+    def _cache_for(self, name: str) -> DiskCachedStore:
+        """s3_only: segments and WAL objects go through a per-collection LRU disk cache."""
+        assert self.remote is not None
+        if name not in self._caches:
+            root = self.settings.cache.dir or os.path.join(self.data_dir, "cache")
+            self._caches[name] = DiskCachedStore(
+                self.remote, os.path.join(root, name), self.settings.cache.disk_bytes,
+                on_event=lambda kind, n: _count_cache(name, kind, n),
+            )
+        return self._caches[name]
+
+    def _attach_workers(self, coll: Collection) -> None:
+        """memory_s3: dead-letter queue and uploader; S3 policies: garbage collection."""
+        policy = coll.policy
+        if policy.needs_s3 and self.remote is None:
+            raise invalid(
+                f"collection {coll.name!r} uses tiering_policy {policy.name!r}, which needs S3: set s3.bucket "
+                "(TIERDB_S3_BUCKET) and s3.endpoint for MinIO/SeaweedFS",
+                collection=coll.name,
+            )
+        if policy.uploads:
+            assert self.remote is not None
+            coll_dir = os.path.join(self.data_dir, keys.collection_prefix(coll.name))
+            coll.dlq = DeadLetterQueue(os.path.join(coll_dir, "dlq.json"))
+            coll.uploader = Uploader(coll, self.store, self.remote, coll.dlq, os.path.join(coll_dir, STATE_FILE))
+        if policy.segments_in_s3:
+            coll.cache_stats = self._caches[coll.name].stats
+        if policy.needs_s3:
+            assert self.remote is not None
+            self._gcs[coll.name] = RemoteGc(self.remote, coll.name, self.settings.gc.keep_manifests, self.settings.gc.grace_secs)
 
     async def close(self) -> None:
         self.ready = False
@@ -106,6 +227,10 @@ class Engine:
             except Exception:
                 log.exception("closing collection failed", extra={"collection": coll.name})
         await self.store.close()
+        for cache in self._caches.values():
+            await cache.close()
+        if self.remote is not None:
+            await self.remote.close()
         log.info("engine closed")
 
     # == collections ==============================================================================
@@ -130,7 +255,16 @@ class Engine:
         async with self._lock:
             if spec.name in self._collections or spec.name in self._failed:
                 raise TierDBError(ErrorKind.CONFLICT, f"collection {spec.name!r} already exists", collection=spec.name)
-            coll = await Collection.create(spec, self.store, self._wal_for(spec.name), self.settings, self.writer_id)
+            if POLICIES[spec.tiering_policy].segments_in_s3:
+                coll = await Collection.create(spec, self._cache_for(spec.name), self._s3_wal(spec.name), self.settings, self.writer_id)
+            else:
+                coll = await Collection.create(spec, self.store, self._wal_for(spec.name), self.settings, self.writer_id)
+            try:
+                self._attach_workers(coll)
+            except TierDBError:
+                await coll.close()
+                await asyncio.to_thread(self._remove_local, spec.name)
+                raise
             self._collections[spec.name] = coll
         metrics.init_collection(spec.name)
         log.info("collection created", extra={"collection": spec.name, "dimension": spec.dimension,
@@ -140,9 +274,10 @@ class Engine:
     def _complete_spec(self, spec: CollectionSpec) -> CollectionSpec:
         spec.validate()
         policy = normalize_policy(spec.tiering_policy) if spec.tiering_policy else self.default_policy
-        if policy not in SUPPORTED_POLICIES:
+        if POLICIES[policy].needs_s3 and not self.settings.s3.bucket:
             raise invalid(
-                f"tiering_policy {policy!r} is not available on this server; supported: {', '.join(SUPPORTED_POLICIES)}",
+                f"tiering_policy {policy!r} needs S3: set s3.bucket (TIERDB_S3_BUCKET) and, for MinIO or "
+                "SeaweedFS, s3.endpoint (TIERDB_S3_ENDPOINT)",
                 field="tiering_policy",
             )
         index = self.settings.index
@@ -158,6 +293,13 @@ class Engine:
             if coll is not None:
                 await coll.close()
             await asyncio.to_thread(self._remove_local, name)
+            if self.remote is not None:
+                for info in await self.remote.list(keys.collection_prefix(name)):
+                    await self.remote.delete(info.key)
+            self._gcs.pop(name, None)
+            cache = self._caches.pop(name, None)
+            if cache is not None:
+                await cache.close()
         metrics.forget_collection(name)
         log.info("collection dropped", extra={"collection": name})
 
@@ -182,3 +324,13 @@ class Engine:
 
     def collection_states(self) -> dict[str, str]:
         return {s.name: s.state for s in self.collection_stats()}
+
+
+def _count_retry(op: str, attempt: int, delay: float, error: TierDBError) -> None:
+    metrics.S3_RETRIES.labels(collection=collection_of(str(error.context.get("key", "")))).inc()
+
+
+def _count_cache(name: str, kind: str, n: int) -> None:
+    counter = {"hit": metrics.CACHE_HITS, "miss": metrics.CACHE_MISSES, "eviction": metrics.CACHE_EVICTIONS}.get(kind)
+    if counter is not None:
+        counter.labels(collection=name, tier="disk").inc(n)

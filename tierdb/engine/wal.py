@@ -184,7 +184,7 @@ class LocalWal:
             _fsync_dir(self.directory)
         self.bytes_total = sum(os.path.getsize(f.path) for f in self.files())
 
-    def append(self, frames: list[bytes]) -> None:
+    def append(self, frames: list[bytes], first_seq: int = 0) -> None:
         """Write frames and make them durable; on failure the file is cut back and the error raised."""
         assert self._fd is not None, "WAL not open"
         data = b"".join(frames)
@@ -217,8 +217,17 @@ class LocalWal:
         self._size = 0
         _fsync_dir(self.directory)
 
-    def sealed_files(self) -> list[WalFile]:
-        return [f for f in self.files() if self._active is None or f.path != self._active.path]
+    def sealed_files(self) -> list[tuple[WalFile, int]]:
+        """Sealed files with the seq of their last record."""
+        files = self.files()
+        return [
+            (wal_file, nxt.first_seq - 1)
+            for wal_file, nxt in zip(files, files[1:])
+            if self._active is None or wal_file.path != self._active.path
+        ]
+
+    def active_size(self) -> int:
+        return self._size
 
     def remove_covered(self, covered_seq: int, *, keep_from_seq: int | None = None) -> int:
         """Delete sealed files whose records all have seq <= covered_seq (and < keep_from_seq)."""
@@ -262,3 +271,68 @@ def _storage_error(exc: OSError, path: str) -> TierDBError:
             path=path,
         )
     return TierDBError(ErrorKind.UNAVAILABLE, f"WAL write failed at {path}: {exc}", path=path)
+
+
+class S3Wal:
+    """``s3_only``: every commit batch is one object ``wal/{first_seq}.wal``, written with
+    put-if-absent (so a second writer of the collection is fenced at its first write).
+
+    Called from the group committer's worker thread; the store is async, so calls are handed to
+    the event loop and waited for.
+    """
+
+    def __init__(self, store, name: str, loop, *, timeout_secs: float = 600.0) -> None:
+        from .. import keys
+
+        self._keys = keys
+        self.store = store
+        self.name = name
+        self.loop = loop
+        self.timeout = timeout_secs
+        self.bytes_total = 0
+
+    def _run(self, coro):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.timeout)
+
+    def object_seqs(self) -> list[int]:
+        infos = self._run(self.store.list(self._keys.wal_prefix(self.name)))
+        return sorted(self._keys.parse_number(i.key) for i in infos if i.key.endswith(_SUFFIX))
+
+    def scan(self, after_seq: int) -> Iterator[WalRecord]:
+        firsts = self.object_seqs()
+        expected: int | None = None
+        for i, first in enumerate(firsts):
+            if i + 1 < len(firsts) and firsts[i + 1] - 1 <= after_seq:
+                continue  # wholly covered by the manifest
+            key = self._keys.wal_key(self.name, first)
+            data = self._run(self.store.get(key))
+            records, valid_end = decode_records(data, source=key)
+            if valid_end != len(data) or not records or records[0].seq != first:
+                raise corrupt(f"WAL object {key} is damaged (objects are written whole)", key=key)
+            for record in records:
+                if expected is not None and record.seq != expected:
+                    raise corrupt(f"WAL object {key}: sequence gap, expected {expected} got {record.seq}", key=key)
+                expected = record.seq + 1
+                if record.seq > after_seq:
+                    yield record
+            if expected is not None and expected - 1 > after_seq:
+                self.bytes_total += len(data)
+
+    def open_for_append(self, next_seq: int) -> None:
+        return None
+
+    def append(self, frames: list[bytes], first_seq: int = 0) -> None:
+        data = b"".join(frames)
+        self._run(self.store.put(self._keys.wal_key(self.name, first_seq), data, if_absent=True))
+        self.bytes_total += len(data)
+
+    def rotate(self, next_seq: int) -> None:
+        self.bytes_total = 0  # the frozen records are about to be covered by a manifest
+
+    def remove_covered(self, covered_seq: int, *, keep_from_seq: int | None = None) -> int:
+        return 0  # objects in S3 are deleted by the GC worker after the grace period
+
+    def close(self) -> None:
+        return None
