@@ -1,4 +1,4 @@
-"""Command line: ``tierdb serve`` (and, later, restore | verify | compact | dlq | import | export).
+"""Command line: ``tierdb serve | restore | verify``.
 
 Each subcommand is one ``_add_<name>`` function that declares its arguments and one
 ``_run_<name>`` function that returns the exit code.  Exit codes: 0 success (also after a
@@ -8,6 +8,8 @@ graceful SIGTERM/SIGINT shutdown), 2 configuration or usage error, 1 anything el
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import math
 import signal
@@ -121,9 +123,62 @@ def _run_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- restore / verify (offline: run them while the server is stopped) --------------------------
+
+
+def _add_restore(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "restore", help="rebuild memory_s3 collections in the data directory from S3 (server stopped)"
+    )
+    _add_config_flag(parser)
+    parser.add_argument("--data-dir", metavar="DIR", help="local data directory (storage.data_dir)")
+    parser.add_argument("--collection", action="append", metavar="NAME", help="only this collection (repeatable)")
+    parser.add_argument("--force", action="store_true", help="replace a collection that exists locally")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=_run_restore)
+
+
+def _add_verify(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "verify", help="check that every object the latest manifests reference exists and matches its checksum"
+    )
+    _add_config_flag(parser)
+    parser.add_argument("--data-dir", metavar="DIR", help="local data directory (storage.data_dir)")
+    parser.add_argument("--collection", action="append", metavar="NAME", help="only this collection (repeatable)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=_run_verify)
+
+
+def _report(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        detail = "; ".join(row.get("problems", [])) or row.get("detail", "")
+        print(f"{row['collection']:<24} {row['where']:<6} {row['status']:<10} {detail}")
+
+
+def _run_restore(args: argparse.Namespace) -> int:
+    from .tools import restore_from_s3
+
+    settings = _load(args, {"data_dir": "storage.data_dir"})
+    rows = asyncio.run(restore_from_s3(settings, args.collection, force=args.force))
+    _report(rows, args.json)
+    return EXIT_FAILURE if any(r["status"] == "failed" for r in rows) else EXIT_OK
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from .tools import verify_collections
+
+    settings = _load(args, {"data_dir": "storage.data_dir"})
+    rows = asyncio.run(verify_collections(settings, args.collection))
+    _report(rows, args.json)
+    return EXIT_FAILURE if any(r["status"] != "ok" for r in rows) else EXIT_OK
+
+
 # -- entry point -------------------------------------------------------------------------------
 
-SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_serve,)
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_serve, _add_restore, _add_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

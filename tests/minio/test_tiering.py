@@ -248,3 +248,39 @@ async def test_gc_never_deletes_a_referenced_object(make_settings):
     fresh = await started(make_settings("b"))
     assert fresh.get_collection("docs").count() == 240
     await fresh.close()
+
+
+async def test_cli_verify_and_restore(make_settings, monkeypatch, tmp_path, capsys, s3_settings_factory):
+    from tierdb.cli import main
+
+    settings = make_settings("a")
+    node = await started(settings)
+    await node.create_collection(CollectionSpec(name="docs", dimension=DIM))
+    coll = node.get_collection("docs")
+    await fill(coll, 0, 100)
+    await coll.compact()
+    await coll.uploader.run_once()
+    await node.close()
+    s3 = settings.s3
+    for var, value in {"TIERDB_S3_ENDPOINT": s3.endpoint, "TIERDB_S3_BUCKET": s3.bucket,
+                       "TIERDB_S3_PREFIX": s3.prefix, "TIERDB_S3_REGION": s3.region}.items():
+        monkeypatch.setenv(var, value)
+    data_a = settings.storage.data_dir
+
+    assert await asyncio.to_thread(main, ["verify", "--data-dir", data_a, "--json"]) == 0
+    assert '"status": "ok"' in capsys.readouterr().out
+
+    seg_dir = tmp_path / "a" / "collections" / "docs" / "segments"
+    victim = next(seg_dir.iterdir())
+    victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
+    assert await asyncio.to_thread(main, ["verify", "--data-dir", data_a]) == 1
+    assert "sha256 does not match" in capsys.readouterr().out
+
+    data_c = str(tmp_path / "c")
+    assert await asyncio.to_thread(main, ["restore", "--data-dir", data_c]) == 0
+    assert "restored" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["restore", "--data-dir", data_c]) == 0
+    assert "exists locally" in capsys.readouterr().out
+    node = await started(make_settings("c"))
+    assert node.get_collection("docs").count() == 100
+    await node.close()

@@ -25,9 +25,8 @@ from ..models import (
 from ..storage.base import BlobStore
 from ..storage.cache import DiskCachedStore
 from ..storage.local import LocalStore
-from ..storage.metered import MeteredStore, collection_of
-from ..storage.retry import RetryingStore
-from ..storage.s3 import S3Store
+from ..storage.factory import open_s3_store, with_disk_cache
+from ..storage.metered import collection_of
 from ..tiering import POLICIES
 from ..workers.compactor import run_compaction
 from ..workers.dlq import DeadLetterQueue
@@ -68,9 +67,7 @@ class Engine:
     async def start(self) -> None:
         await asyncio.to_thread(self._prepare_data_dir)
         if self.settings.s3.bucket:
-            self.remote = RetryingStore(
-                MeteredStore(S3Store(self.settings.s3)), self.settings.retry, on_retry=_count_retry
-            )
+            self.remote = open_s3_store(self.settings, on_retry=_count_retry)
         local_names = await asyncio.to_thread(self._local_collection_names)
         for name in local_names:
             await self._open(name)
@@ -189,10 +186,8 @@ class Engine:
         """s3_only: segments and WAL objects go through a per-collection LRU disk cache."""
         assert self.remote is not None
         if name not in self._caches:
-            root = self.settings.cache.dir or os.path.join(self.data_dir, "cache")
-            self._caches[name] = DiskCachedStore(
-                self.remote, os.path.join(root, name), self.settings.cache.disk_bytes,
-                on_event=lambda kind, n: _count_cache(name, kind, n),
+            self._caches[name] = with_disk_cache(
+                self.remote, self.settings, name, on_event=lambda kind, n: _count_cache(name, kind, n)
             )
         return self._caches[name]
 

@@ -1,0 +1,92 @@
+"""Offline operations on a data directory and its S3 copy, for the CLI (server stopped)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from . import keys
+from .config import Settings
+from .engine import manifest as manifests
+from .engine.restore import remote_collection_names, restore_collection, verify_manifest
+from .errors import TierDBError
+from .storage.base import BlobStore
+from .storage.factory import open_s3_store
+from .storage.local import LocalStore
+
+
+def _local_names(data_dir: str) -> list[str]:
+    root = os.path.join(data_dir, "collections")
+    return sorted(n for n in os.listdir(root) if not n.startswith(".")) if os.path.isdir(root) else []
+
+
+async def restore_from_s3(settings: Settings, only: list[str] | None, *, force: bool) -> list[dict[str, Any]]:
+    if not settings.s3.bucket:
+        return [{"collection": "*", "where": "s3", "status": "failed", "detail": "s3.bucket is not set"}]
+    data_dir = os.path.abspath(settings.storage.data_dir)
+    remote, local = open_s3_store(settings), LocalStore(data_dir)
+    rows: list[dict[str, Any]] = []
+    try:
+        present = set(_local_names(data_dir))
+        for name in only or await remote_collection_names(remote):
+            if name in present and not force:
+                rows.append({"collection": name, "where": "local", "status": "skipped",
+                             "detail": "exists locally (use --force to replace it)"})
+                continue
+            try:
+                latest = await manifests.load_latest(remote, name)
+                if latest is not None and latest.spec.tiering_policy != "memory_s3":
+                    rows.append({"collection": name, "where": "s3", "status": "skipped",
+                                 "detail": f"{latest.spec.tiering_policy} collections live in S3; nothing to restore"})
+                    continue
+                shutil.rmtree(os.path.join(data_dir, keys.collection_prefix(name)), ignore_errors=True)
+                restored = await restore_collection(remote, local, data_dir, name)
+            except TierDBError as exc:
+                rows.append({"collection": name, "where": "s3", "status": "failed", "detail": exc.message})
+                continue
+            if restored is None:
+                rows.append({"collection": name, "where": "s3", "status": "failed", "detail": "no manifest in S3"})
+            else:
+                rows.append({"collection": name, "where": "s3", "status": "restored",
+                             "detail": f"manifest v{restored.version}, {len(restored.segments)} segments, wal_seq {restored.wal_seq}"})
+    finally:
+        await remote.close()
+    return rows
+
+
+async def verify_collections(settings: Settings, only: list[str] | None) -> list[dict[str, Any]]:
+    data_dir = os.path.abspath(settings.storage.data_dir)
+    stores: list[tuple[str, BlobStore, list[str]]] = []
+    local = LocalStore(data_dir)
+    stores.append(("local", local, only or _local_names(data_dir)))
+    remote = open_s3_store(settings) if settings.s3.bucket else None
+    rows: list[dict[str, Any]] = []
+    try:
+        if remote is not None:
+            stores.append(("s3", remote, only or await remote_collection_names(remote)))
+        for where, store, names in stores:
+            for name in names:
+                rows.append(await _verify_one(store, where, name))
+    finally:
+        if remote is not None:
+            await remote.close()
+    return rows
+
+
+async def _verify_one(store: BlobStore, where: str, name: str) -> dict[str, Any]:
+    try:
+        latest = await manifests.load_latest(store, name)
+    except TierDBError as exc:
+        return {"collection": name, "where": where, "status": "corrupt", "problems": [exc.message]}
+    if latest is None:
+        return {"collection": name, "where": where, "status": "missing", "problems": ["no manifest"]}
+    problems = await verify_manifest(store, latest)
+    return {
+        "collection": name,
+        "where": where,
+        "status": "ok" if not problems else "corrupt",
+        "manifest_version": latest.version,
+        "segments": len(latest.segments),
+        "problems": problems,
+    }
