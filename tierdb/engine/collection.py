@@ -44,6 +44,7 @@ from . import compaction, manifest as manifests, segment as segments
 from .filters import compile_filter, filter_key
 from .group_commit import GroupCommitter
 from .memtable import Memtable
+from .ramcache import SegmentRamCache
 from .rows import RowSource
 from .rwlock import RWLock
 from .vectors import as_matrix
@@ -99,6 +100,8 @@ class Collection:
         self.dlq: DeadLetterQueue | None = None      # memory_s3 only, set by the engine
         self.uploader: Any = None                    # memory_s3 only: workers.uploader.Uploader
         self.cache_stats: Any = None                 # s3_only: () -> disk cache stats dict
+        self._ram_cache: SegmentRamCache | None = None  # s3_only: LRU of loaded segments
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # == opening ==================================================================================
     @classmethod
@@ -130,7 +133,17 @@ class Collection:
 
     async def _load_segment(self, ref: SegmentRef) -> segments.Segment:
         key = keys.segment_key(self.name, ref.id)
-        data = await self.store.get(key)
+        try:
+            data = await self.store.get(key)
+        except TierDBError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                raise TierDBError(
+                    ErrorKind.CORRUPT,
+                    f"collection {self.name!r}: segment {ref.id} referenced by the manifest is missing",
+                    collection=self.name,
+                    key=key,
+                ) from exc
+            raise
         return await asyncio.to_thread(segments.decode, ref.id, data)
 
     def _recover(self, loaded: list[segments.Segment]) -> None:
@@ -506,6 +519,7 @@ class Collection:
 
     def _install(self, built: _Built | None, frozen: list[Memtable], replaced: set[str]) -> None:
         """Swap the new segment in for its sources (the only step readers wait for)."""
+        gone = [s for s in self.segments if s.id in replaced]
         with self._rw.write():
             if built is not None:
                 seg = built.segment
@@ -516,8 +530,12 @@ class Collection:
                     else:
                         self._where[seg.ids[new_row]] = (seg, new_row)
                 self.segments = [s for s in self.segments if s.id not in replaced] + [seg]
+                self._make_evictable(seg)
             else:
                 self.segments = [s for s in self.segments if s.id not in replaced]
+            if self._ram_cache is not None:
+                for old in gone:
+                    self._ram_cache.forget(old)
             self.frozen = [mem for mem in self.frozen if mem not in frozen]
 
     def _after_publish(self) -> None:
@@ -530,9 +548,13 @@ class Collection:
     async def _delete_unreferenced(self) -> None:
         """Local files no longer needed once the manifest is published: covered WAL, old
         manifests, segments the latest manifest does not reference."""
-        assert self.manifest is not None
         if not self.policy.local_cleanup:
             return  # objects in S3 are removed by the GC worker after its grace period
+        async with self._maintenance:  # no segment is being written while we look for orphans
+            await self._delete_unreferenced_locked()
+
+    async def _delete_unreferenced_locked(self) -> None:
+        assert self.manifest is not None
         current = self.manifest
         await asyncio.to_thread(self.wal.remove_covered, self.wal_floor())
         live = {ref.id for ref in current.segments}
@@ -596,6 +618,26 @@ class Collection:
             self.error = exc.message
         log.error(f"{during} failed", extra={"collection": self.name, "error": exc.message, "kind": exc.kind.value})
 
+    # == RAM tier (s3_only) ===========================================================================
+    def attach_ram_cache(self, cache: SegmentRamCache, loop: asyncio.AbstractEventLoop) -> None:
+        """Bound the RAM of this collection's segments: evicted ones reload from the store."""
+        self._ram_cache = cache
+        self._loop = loop
+        for seg in self.segments:
+            self._make_evictable(seg)
+
+    def _make_evictable(self, seg: segments.Segment) -> None:
+        if self._ram_cache is None:
+            return
+        key = keys.segment_key(self.name, seg.id)
+
+        def load() -> segments.Segment:
+            data = asyncio.run_coroutine_threadsafe(self.store.get(key), self._loop).result()
+            return segments.decode(seg.id, data)
+
+        seg.loader = load
+        self._ram_cache.register(seg)
+
     # == dead-letter queue (memory_s3) =============================================================
     def dlq_entries(self) -> list[DlqEntry]:
         return self.dlq.entries() if self.dlq is not None else []
@@ -658,8 +700,6 @@ class Collection:
         await self._committer.drain()
         async with self._maintenance:
             pass
-        for task in list(self._background):
-            task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.to_thread(self.wal.close)
 

@@ -35,6 +35,7 @@ from ..workers.scheduler import build_scheduler
 from ..workers.uploader import STATE_FILE, Uploader
 from . import manifest as manifests
 from .collection import Collection
+from .ramcache import SegmentRamCache
 from .restore import remote_collection_names, restore_collection
 from .wal import LocalWal, S3Wal
 
@@ -207,6 +208,10 @@ class Engine:
             coll.uploader = Uploader(coll, self.store, self.remote, coll.dlq, os.path.join(coll_dir, STATE_FILE))
         if policy.segments_in_s3:
             coll.cache_stats = self._caches[coll.name].stats
+            coll.attach_ram_cache(
+                SegmentRamCache(self.settings.cache.ram_bytes, on_event=lambda kind, n: _count_cache(coll.name, kind, n, "ram")),
+                asyncio.get_running_loop(),
+            )
         if policy.needs_s3:
             assert self.remote is not None
             self._gcs[coll.name] = RemoteGc(self.remote, coll.name, self.settings.gc.keep_manifests, self.settings.gc.grace_secs)
@@ -325,7 +330,7 @@ def _count_retry(op: str, attempt: int, delay: float, error: TierDBError) -> Non
     metrics.S3_RETRIES.labels(collection=collection_of(str(error.context.get("key", "")))).inc()
 
 
-def _count_cache(name: str, kind: str, n: int) -> None:
+def _count_cache(name: str, kind: str, n: int, tier: str = "disk") -> None:
     counter = {"hit": metrics.CACHE_HITS, "miss": metrics.CACHE_MISSES, "eviction": metrics.CACHE_EVICTIONS}.get(kind)
     if counter is not None:
-        counter.labels(collection=name, tier="disk").inc(n)
+        counter.labels(collection=name, tier=tier).inc(n)

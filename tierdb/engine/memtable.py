@@ -17,6 +17,7 @@ _ROW_OVERHEAD_BYTES = 200
 class Memtable(RowSource):
     def __init__(self, metric: str, dimension: int) -> None:
         super().__init__(metric, dimension)
+        self.metadata: list[dict | None] = []
         self._raw = np.empty((_INITIAL_CAPACITY, dimension), np.float32)
         self._norms = np.empty(_INITIAL_CAPACITY, np.float32)
         self._alive = np.zeros(_INITIAL_CAPACITY, bool)

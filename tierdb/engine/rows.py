@@ -39,12 +39,13 @@ class RowSource:
         self.metric = metric
         self.dimension = dimension
         self.ids: list[str] = []
-        self.metadata: list[dict | None] = []
         self.death_seq: dict[int, int] = {}
         self._mask_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._mask_lock = threading.Lock()
 
     # -- provided by subclasses ---------------------------------------------------------------
+    metadata: list[dict | None]
+
     def size(self) -> int:
         raise NotImplementedError
 

@@ -13,8 +13,9 @@ import hashlib
 import os
 import struct
 import tempfile
+import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import hnswlib
 import msgspec
@@ -52,8 +53,30 @@ _header_codec = msgspec.msgpack.Decoder(SegmentHeader)
 _encoder = msgspec.msgpack.Encoder()
 
 
+class SegmentData:
+    """The heavy part of a segment: what an s3_only node may evict from RAM and load again."""
+
+    __slots__ = ("raw", "norms", "metadata", "index")
+
+    def __init__(self, raw: np.ndarray, metadata: list[dict | None], index: hnswlib.Index | None) -> None:
+        self.raw = raw
+        self.norms = vec.norms(raw)
+        self.metadata = metadata
+        self.index = index
+
+    def nbytes(self) -> int:
+        rows, dim = self.raw.shape
+        index_bytes = 0 if self.index is None else rows * (dim * 4 + self.index.M * 8 + 64)
+        return self.raw.nbytes + self.norms.nbytes + index_bytes + 150 * rows
+
+
 class Segment(RowSource):
-    """A loaded segment. Labels in the hnswlib index are row numbers."""
+    """A loaded segment. Labels in the hnswlib index are row numbers.
+
+    Ids, the live mask and deaths always stay in RAM (the collection's live map needs them).
+    With a ``loader`` (s3_only), the vectors, metadata and index can be dropped by ``unload()``
+    and are read back from the disk cache / S3 on the next access, deaths re-applied.
+    """
 
     def __init__(
         self,
@@ -68,18 +91,63 @@ class Segment(RowSource):
         super().__init__(metric, raw.shape[1])
         self.id = segment_id
         self.ids = ids
-        self.metadata = metadata
-        self._raw = raw
-        self._norms = vec.norms(raw)
         self._alive = np.ones(len(ids), bool)
-        self.index = index
+        self._indexed = index is not None
+        self._data: SegmentData | None = SegmentData(raw, metadata, index)
         self.default_ef = ef_search
         self._ef_lock = RWLock()
-        self.position = {doc_id: row for row, doc_id in enumerate(ids)}
+        self._load_lock = threading.Lock()
+        self.loader: Callable[[], "Segment"] | None = None
+        self.on_access: Callable[["Segment", bool], None] | None = None  # (segment, was_resident)
+
+    # -- residency ------------------------------------------------------------------------------
+    def data(self) -> SegmentData:
+        data = self._data
+        resident = data is not None
+        if data is None:
+            with self._load_lock:
+                data = self._data
+                if data is None:
+                    data = self._reload()
+                    self._data = data
+        if self.on_access is not None:
+            self.on_access(self, resident)
+        return data
+
+    def _reload(self) -> SegmentData:
+        assert self.loader is not None, f"segment {self.id} was unloaded without a loader"
+        fresh = self.loader()._data
+        assert fresh is not None
+        for row in self.death_seq:
+            if fresh.index is not None:
+                fresh.index.mark_deleted(row)
+        return fresh
 
     @property
+    def resident(self) -> bool:
+        return self._data is not None
+
+    def unload(self) -> int:
+        """Drop the heavy data (only when it can be loaded again); returns the bytes freed."""
+        with self._load_lock:
+            if self.loader is None or self._data is None:
+                return 0
+            freed = self._data.nbytes()
+            self._data = None
+            return freed
+
+    # -- RowSource ------------------------------------------------------------------------------
+    @property
     def indexed(self) -> bool:
-        return self.index is not None
+        return self._indexed
+
+    @property
+    def index(self) -> hnswlib.Index | None:
+        return self.data().index
+
+    @property
+    def metadata(self) -> list[dict | None]:  # type: ignore[override]
+        return self.data().metadata
 
     def size(self) -> int:
         return len(self.ids)
@@ -88,37 +156,40 @@ class Segment(RowSource):
         return self._alive
 
     def raw_vectors(self) -> np.ndarray:
-        return self._raw
+        return self.data().raw
 
     def row_norms(self) -> np.ndarray:
-        return self._norms
+        return self.data().norms
 
     def nbytes(self) -> int:
-        index_bytes = 0 if self.index is None else self.size() * (self.dimension * 4 + self.index.M * 8 + 64)
-        return self._raw.nbytes + self._norms.nbytes + index_bytes + 150 * self.size()
+        data = self._data
+        return data.nbytes() if data is not None else 0
 
     def _kill_row(self, row: int) -> None:
         self._alive[row] = False
-        if self.index is not None:
-            self.index.mark_deleted(row)
+        with self._load_lock:
+            if self._data is not None and self._data.index is not None:
+                self._data.index.mark_deleted(row)
 
     def _index_search(self, queries: np.ndarray, k: int, ef: int, allowed: np.ndarray | None) -> SearchResult | None:
-        if self.index is None:
+        if not self._indexed:
             return None
+        index = self.data().index
+        assert index is not None
         ef = max(ef, k)
         threads = 1 if len(queries) == 1 or allowed is not None else -1
         flt = None if allowed is None else (lambda label: bool(allowed[label]))
         try:
             if ef == self.default_ef:
                 with self._ef_lock.read():
-                    labels, dist = self.index.knn_query(queries, k=k, num_threads=threads, filter=flt)
+                    labels, dist = index.knn_query(queries, k=k, num_threads=threads, filter=flt)
             else:
                 with self._ef_lock.write():
-                    self.index.set_ef(ef)
+                    index.set_ef(ef)
                     try:
-                        labels, dist = self.index.knn_query(queries, k=k, num_threads=threads, filter=flt)
+                        labels, dist = index.knn_query(queries, k=k, num_threads=threads, filter=flt)
                     finally:
-                        self.index.set_ef(self.default_ef)
+                        index.set_ef(self.default_ef)
         except RuntimeError:
             # hnswlib could not find k rows (many deletions or a selective filter): be exact.
             return None
