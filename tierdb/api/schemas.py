@@ -129,10 +129,18 @@ class ErrorBody(msgspec.Struct, frozen=True):
     request_id: str | None = None
 
 
+class S3Check(msgspec.Struct, frozen=True):
+    reachable: bool
+    latency_ms: float
+    error: str = ""
+
+
 class HealthChecks(msgspec.Struct, frozen=True):
     data_dir_writable: bool
     collections: dict[str, str]  # name -> state (recovering | ready | fenced | failed)
     startup_error: str | None = None
+    scheduler_running: bool = False
+    s3: S3Check | None = None    # null when no S3 is configured
 
 
 class HealthReport(msgspec.Struct, frozen=True):

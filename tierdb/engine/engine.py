@@ -314,6 +314,26 @@ class Engine:
         shutil.rmtree(tomb, ignore_errors=True)
 
     # == status ===================================================================================
+    @property
+    def scheduler_running(self) -> bool:
+        return self._scheduler is not None and self._scheduler.running
+
+    async def probe_s3(self, timeout_secs: float = 5.0) -> dict | None:
+        """One HEAD request (no retries): reachable, latency; None when S3 is not configured."""
+        if self.remote is None:
+            return None
+        store = getattr(self.remote, "inner", self.remote)  # skip the retry wrapper: one attempt
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(store.head("health-probe"), timeout_secs)
+            error = ""
+        except TierDBError as exc:
+            error = exc.message
+        except asyncio.TimeoutError:
+            error = f"no answer within {timeout_secs} s"
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        return {"reachable": not error, "latency_ms": latency_ms, "error": error or self.remote_error}
+
     def collection_stats(self) -> list[CollectionStats]:
         stats = [c.stats() for _, c in sorted(self._collections.items())]
         stats += [

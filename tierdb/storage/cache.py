@@ -14,9 +14,8 @@ one at a time (``_shrink``) while a larger newcomer still leaves the cache over 
 throw away the entry just written.)  diskcache evicts silently, so evictions are counted as
 the entries that disappeared during a fill: ``len before + 1 (if the key was new) - len
 after``.  Fills and evictions are serialised by a lock, so the count is exact as long as no
-other process shares the directory.  ``size_limit`` includes SQLite's own pages
-(diskcache's ``volume()``), so the cache never grows past it except by one object that
-arrived when it was already full.
+other process shares the directory.  ``size_limit`` is compared with diskcache's
+``volume()``, which includes SQLite's own pages; after every fill the cache is within it.
 """
 
 from __future__ import annotations

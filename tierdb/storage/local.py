@@ -172,14 +172,23 @@ class LocalStore:
             _fsync_dir(directory)
 
     def _makedirs(self, directory: str, key: str) -> None:
-        """Create missing parents, fsyncing each parent so new entries are durable."""
+        """Create missing parents, fsyncing each parent so new entries are durable.
+
+        Concurrent writers may create the same directories: only a non-directory in the
+        way is a conflict.
+        """
         missing = []
         d = directory
-        while not os.path.isdir(d):
-            if os.path.exists(d):
-                raise _dir_conflict(key)
-            missing.append(d)
-            d = os.path.dirname(d)
+        while True:
+            try:
+                if not stat.S_ISDIR(os.stat(d).st_mode):
+                    raise _dir_conflict(key)
+                break
+            except FileNotFoundError:
+                missing.append(d)
+                d = os.path.dirname(d)
+            except NotADirectoryError:  # a file further up the path
+                raise _dir_conflict(key) from None
         for d in reversed(missing):
             try:
                 os.mkdir(d)

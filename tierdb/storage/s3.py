@@ -27,6 +27,7 @@ from botocore.exceptions import (
     HTTPClientError,
     ProxyConnectionError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from tierdb import keys
@@ -107,9 +108,9 @@ def classify(exc: BaseException) -> tuple[bool, str, int | None]:
         )
         return retryable, code, status
     code = type(exc).__name__
-    # botocore.SSLError is a ConnectionError subclass, but a certificate that fails to
-    # verify will fail again; treat it as configuration, not weather.
-    if code == "SSLError":
+    # SSLError is a ConnectionError subclass, but a certificate that fails to verify
+    # will fail again: configuration, not weather.
+    if isinstance(exc, SSLError):
         return False, code, None
     return isinstance(exc, _TRANSIENT_EXCEPTIONS), code, None
 

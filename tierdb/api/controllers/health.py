@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 
 from ... import __version__
 from ..lifecycle import EngineHost
-from ..schemas import HealthChecks, HealthReport, ProbeStatus
+from ..schemas import HealthChecks, HealthReport, ProbeStatus, S3Check
 
 log = logging.getLogger("tierdb.api")
 
@@ -43,14 +43,23 @@ def _collection_states(host: EngineHost) -> dict[str, str] | None:
         return None
 
 
-def _status(host: EngineHost, writable: bool, states: dict[str, str] | None) -> str:
+def _status(host: EngineHost, writable: bool, states: dict[str, str] | None, s3: S3Check | None) -> str:
     if host.startup_error is not None or not writable or states is None:
         return "unhealthy"
     if not host.ready:
         return "starting"
     if any(state in _BAD_COLLECTION_STATES for state in states.values()):
         return "degraded"
+    if s3 is not None and not s3.reachable:
+        return "degraded"  # memory_s3 keeps acknowledging locally; s3_only writes fail with 503
     return "ok"
+
+
+async def _probe_s3(host: EngineHost) -> S3Check | None:
+    if host.engine is None or not host.ready:
+        return None
+    found = await host.engine.probe_s3()
+    return None if found is None else S3Check(**found)
 
 
 class HealthController(Controller):
@@ -63,14 +72,19 @@ class HealthController(Controller):
         ``degraded`` (200) when some collection failed or is fenced while others serve."""
         writable = await asyncio.to_thread(_probe_writable, host.settings.storage.data_dir)
         states = _collection_states(host)
-        status = _status(host, writable, states)
+        s3 = await _probe_s3(host)
+        status = _status(host, writable, states, s3)
         report = HealthReport(
             status=status,  # type: ignore[arg-type]
             version=__version__,
             uptime_secs=round(host.uptime_secs, 3),
             ready=host.ready,
             checks=HealthChecks(
-                data_dir_writable=writable, collections=states or {}, startup_error=host.startup_error
+                data_dir_writable=writable,
+                collections=states or {},
+                startup_error=host.startup_error,
+                scheduler_running=host.engine is not None and host.engine.scheduler_running,
+                s3=s3,
             ),
         )
         return Response(report, status_code=200 if status in ("ok", "degraded") else 503)
