@@ -1,3 +1,4 @@
+import asyncio
 import errno
 import os
 
@@ -61,9 +62,10 @@ async def test_missing_root_reads_as_empty(tmp_path):
 async def test_key_cannot_be_object_and_prefix(tmp_path):
     store = LocalStore(str(tmp_path))
     await store.put("a/b", b"file")
-    with pytest.raises(TierDBError) as info:
-        await store.put("a/b/c", b"x")
-    assert info.value.kind is ErrorKind.INVALID
+    for key in ("a/b/c", "a/b/c/d"):
+        with pytest.raises(TierDBError) as info:
+            await store.put(key, b"x")
+        assert info.value.kind is ErrorKind.INVALID
     await store.put("d/e/f", b"x")
     for if_absent in (False, True):
         with pytest.raises(TierDBError) as info:
@@ -94,6 +96,31 @@ async def test_disk_full_or_readonly_is_insufficient_storage(tmp_path, monkeypat
     monkeypatch.undo()
     assert await store.get("a/b") == b"old"
     assert _all_files(tmp_path) == ["a/b"]
+
+
+async def test_concurrent_writers_creating_the_same_directories(tmp_path):
+    # regression: a directory created by another writer mid-check was taken for a file
+    for round in range(20):
+        store = LocalStore(str(tmp_path / f"r{round}"))
+        results = await asyncio.gather(
+            *(store.put(f"a/b/c/k{i % 2}", b"x", if_absent=True) for i in range(8)),
+            return_exceptions=True,
+        )
+        assert all(r is None or r.kind is ErrorKind.PRECONDITION for r in results), results
+        assert sum(r is None for r in results) == 2
+
+
+async def test_directory_created_by_another_writer_mid_put(tmp_path, monkeypatch):
+    real_mkdir = os.mkdir
+
+    def lose_the_race(path, *args, **kwargs):
+        real_mkdir(path, *args, **kwargs)  # "another writer" got there first
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+
+    monkeypatch.setattr(local_module.os, "mkdir", lose_the_race)
+    store = LocalStore(str(tmp_path))
+    await store.put("x/y/z", b"ok")
+    assert await store.get("x/y/z") == b"ok"
 
 
 async def test_mkdir_on_readonly_fs_names_the_directory(tmp_path, monkeypatch):
