@@ -377,12 +377,14 @@ class Collection:
     def _merge_hits(self, found, qi: int, k: int, include_metadata: bool, include_vector: bool) -> list[Hit]:
         if not found:
             return []
-        candidates = [
-            (float(d), src, int(row))
-            for src, res in found
-            for row, d in zip(res.rows[qi], res.distances[qi])
-        ]
-        candidates.sort(key=lambda c: c[0])
+        if len(found) == 1:  # the common steady state: one segment, already sorted
+            src, res = found[0]
+            candidates = [(src, row, d) for row, d in zip(res.rows[qi].tolist(), res.distances[qi].tolist())]
+        else:
+            candidates = sorted(
+                ((src, row, d) for src, res in found for row, d in zip(res.rows[qi].tolist(), res.distances[qi].tolist())),
+                key=lambda c: c[2],
+            )
         clamp = self.spec.metric != "ip"
         return [
             Hit(
@@ -391,7 +393,7 @@ class Collection:
                 metadata=src.metadata[row] if include_metadata else None,
                 vector=src.raw_vectors()[row].tolist() if include_vector else None,
             )
-            for d, src, row in candidates[:k]
+            for src, row, d in candidates[:k]
         ]
 
     # == flush and merge ==========================================================================
