@@ -20,6 +20,7 @@ from .errors import TierDBError
 from .models import POLICIES, normalize_policy
 
 MiB = 1024 * 1024
+MIN_TOKEN_LENGTH = 16
 
 
 class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -29,6 +30,7 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_batch: int = 10_000          # documents per upsert / ids per get or delete
     max_k: int = 1_000
     max_query_vectors: int = 1_000
+    max_dimension: int = 4_096       # largest vector dimension a collection may declare (hard cap 4096)
     shutdown_timeout_secs: float = 30.0
 
 
@@ -307,6 +309,7 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("server.max_batch", _positive, "must be positive"),
     ("server.max_k", _positive, "must be positive"),
     ("server.max_query_vectors", _positive, "must be positive"),
+    ("server.max_dimension", lambda v: 1 <= v <= 4096, "must be between 1 and 4096"),
     ("server.shutdown_timeout_secs", _non_negative, "must not be negative"),
     ("storage.data_dir", bool, "must not be empty"),
     ("index.threshold", _non_negative, "must not be negative"),
@@ -361,6 +364,14 @@ def _check(layers: _Layers) -> None:
     for key, predicate, requirement in _RULES:
         if not predicate(values[key]):
             raise layers.fail(key, requirement)
+    # Secrets are checked without echoing them.
+    if any(not key for key in values["security.api_keys"]):
+        raise ConfigError(f"security.api_keys: empty keys are not allowed ({layers.sources['security.api_keys']})")
+    if values["security.admin_token"] and len(values["security.admin_token"]) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"security.admin_token: must be at least {MIN_TOKEN_LENGTH} characters "
+            f"({layers.sources['security.admin_token']})"
+        )
     if values["retry.max_backoff_secs"] < values["retry.base_backoff_secs"]:
         raise layers.fail("retry.max_backoff_secs", "must be at least retry.base_backoff_secs")
     policy = values["storage.tiering_policy"]

@@ -86,6 +86,9 @@ _TIERED_COUNTERS = (CACHE_HITS, CACHE_MISSES, CACHE_EVICTIONS)
 _PER_COLLECTION = (*_COLLECTION_COUNTERS, COMPACTIONS, *_TIERED_COUNTERS, S3_REQUESTS, OPERATION_SECONDS)
 
 
+S3_OPS = ("get", "put", "delete", "list", "head")
+
+
 def init_collection(
     name: str,
     *,
@@ -108,6 +111,8 @@ def init_collection(
             counter.labels(collection=name, tier=tier)
     for op in ops:
         OPERATION_SECONDS.labels(collection=name, op=op)
+    for op in S3_OPS:
+        S3_REQUESTS.labels(collection=name, op=op)
 
 
 def forget_collection(name: str) -> None:

@@ -32,7 +32,7 @@ def normalize_policy(value: str) -> str:
 
 
 def validate_collection_name(name: str) -> str:
-    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+    if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name):
         raise invalid(
             f"invalid collection name {name!r}: must match ^[a-z0-9][a-z0-9_-]{{0,62}}$",
             field="name",

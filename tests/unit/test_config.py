@@ -98,14 +98,14 @@ def test_shortcut_env_names() -> None:
         "TIERDB_PORT": "9999",
         "TIERDB_DATA_DIR": "/srv/tierdb",
         "TIERDB_TIERING_POLICY": "memory",
-        "TIERDB_ADMIN_TOKEN": "tok",
+        "TIERDB_ADMIN_TOKEN": "tok-0123456789abcdef",
         "TIERDB_LOG_FORMAT": "json",
         "TIERDB_LOG_LEVEL": "debug",
     }
     settings = load_settings(env=env)
     assert (settings.server.host, settings.server.port) == ("0.0.0.0", 9999)
     assert settings.storage.data_dir == "/srv/tierdb"
-    assert settings.security.admin_token == "tok"
+    assert settings.security.admin_token == "tok-0123456789abcdef"
     assert (settings.log.format, settings.log.level) == ("json", "DEBUG")
 
 
@@ -211,7 +211,7 @@ def test_a_bad_file_value_fixed_by_env_is_still_an_error(tmp_path) -> None:
 
 
 def test_redacted_hides_secrets_and_keeps_everything_else() -> None:
-    settings = load_settings(env={"TIERDB_ADMIN_TOKEN": "hunter2", "TIERDB_SECURITY_API_KEYS": "a1,b2"})
+    settings = load_settings(env={"TIERDB_ADMIN_TOKEN": "hunter2-hunter2-hunter2", "TIERDB_SECURITY_API_KEYS": "a1,b2"})
     shown = redacted(settings)
     assert shown["security"] == {"admin_token": "***", "api_keys": ["***", "***"]}
     assert shown["server"]["port"] == 8080
@@ -231,10 +231,10 @@ def test_empty_secrets_stay_visibly_empty() -> None:
 
 
 def test_repr_of_settings_never_shows_secrets() -> None:
-    settings = load_settings(env={"TIERDB_ADMIN_TOKEN": "hunter2", "TIERDB_SECURITY_API_KEYS": "key-abc"})
+    settings = load_settings(env={"TIERDB_ADMIN_TOKEN": "hunter2-hunter2-hunter2", "TIERDB_SECURITY_API_KEYS": "key-abc"})
     for text in (repr(settings), str(settings), repr(settings.security)):
         assert "hunter2" not in text and "key-abc" not in text
-    assert settings.security.admin_token == "hunter2"
+    assert settings.security.admin_token == "hunter2-hunter2-hunter2"
 
 
 # -- the shipped config files -----------------------------------------------------------------
@@ -260,3 +260,17 @@ def test_example_config_documents_every_key_with_a_comment() -> None:
     for i, line in enumerate(lines):
         if "=" in line and not line.startswith("#"):
             assert lines[i - 1].startswith("#"), f"no comment above {line!r}"
+
+
+def test_short_admin_token_and_empty_api_key_are_refused_without_echoing_them():
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"TIERDB_ADMIN_TOKEN": "short-secret"})
+    assert "at least 16" in str(err.value) and "short-secret" not in str(err.value)
+    with pytest.raises(ConfigError, match="empty keys"):
+        load_settings(env={}, overrides={"security.api_keys": ["good-key", ""]})
+
+
+def test_max_dimension_is_configurable():
+    assert load_settings(env={"TIERDB_SERVER_MAX_DIMENSION": "512"}).server.max_dimension == 512
+    with pytest.raises(ConfigError, match="server.max_dimension"):
+        load_settings(env={"TIERDB_SERVER_MAX_DIMENSION": "5000"})

@@ -11,13 +11,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 
 from ..config import Settings
 from ..engine.engine import Engine
 from ..logging_setup import RequestContextMiddleware, add_request_id_header
+from .auth import SETTINGS_STATE_KEY, log_security_mode
 from .controllers import ROUTE_HANDLERS
+from .controllers.admin import add_admin_schemas
 from .errors import EXCEPTION_HANDLERS
 from .lifecycle import EngineHost
 from .middleware import observe_request
@@ -57,7 +60,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         route_handlers=ROUTE_HANDLERS,
         dependencies=_dependencies(host),
         lifespan=[_lifespan(host)],
-        on_startup=[add_request_schemas],
+        on_startup=[add_request_schemas, add_admin_schemas, log_security_mode],
+        state=State({SETTINGS_STATE_KEY: settings}),  # read by the auth guards (auth.py)
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             DefineMiddleware(

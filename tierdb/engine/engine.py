@@ -125,7 +125,7 @@ class Engine:
                 shutil.rmtree(os.path.join(self.collections_dir, entry), ignore_errors=True)
 
     def _local_collection_names(self) -> list[str]:
-        return sorted(n for n in os.listdir(self.collections_dir) if COLLECTION_NAME.match(n))
+        return sorted(n for n in os.listdir(self.collections_dir) if COLLECTION_NAME.fullmatch(n))
 
     async def _open(self, name: str, *, remote_policy: str | None = None) -> None:
         started = time.perf_counter()
@@ -273,6 +273,12 @@ class Engine:
 
     def _complete_spec(self, spec: CollectionSpec) -> CollectionSpec:
         spec.validate()
+        limit = self.settings.server.max_dimension
+        if spec.dimension > limit:
+            raise invalid(
+                f"dimension {spec.dimension} exceeds this server's limit of {limit} (server.max_dimension)",
+                field="dimension",
+            )
         policy = normalize_policy(spec.tiering_policy) if spec.tiering_policy else self.default_policy
         if POLICIES[policy].needs_s3 and not self.settings.s3.bucket:
             raise invalid(

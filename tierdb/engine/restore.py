@@ -14,7 +14,7 @@ import time
 
 from .. import keys
 from ..errors import corrupt
-from ..models import Manifest
+from ..models import COLLECTION_NAME, Manifest
 from ..storage.base import BlobStore
 from ..workers.uploader import STATE_FILE, UploadState, save_state
 from . import manifest as manifests
@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 async def remote_collection_names(remote: BlobStore) -> list[str]:
     infos = await remote.list("collections/")
-    return sorted({info.key.split("/")[1] for info in infos if info.key.count("/") >= 3 and "/manifest/" in info.key})
+    names = {info.key.split("/")[1] for info in infos if info.key.count("/") >= 3 and "/manifest/" in info.key}
+    bad = sorted(n for n in names if not COLLECTION_NAME.fullmatch(n))
+    if bad:
+        log.warning("S3 holds objects under invalid collection names; ignored", extra={"names": bad[:10]})
+    return sorted(names - set(bad))
 
 
 async def wal_tail(remote: BlobStore, name: str, after_seq: int) -> list[tuple[int, bytes]]:
