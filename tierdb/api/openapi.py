@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
+from litestar.openapi.spec import Components, OpenAPIMediaType, Operation, Reference, RequestBody, SecurityScheme
 
 from .. import __version__
 from .codec import JSON, MSGPACK
@@ -34,6 +34,15 @@ def openapi_config() -> OpenAPIConfig:
             "responses are JSON unless Accept asks for application/msgpack."
         ),
         path="/schema",
+        components=Components(
+            security_schemes={
+                "adminToken": SecurityScheme(type="http", scheme="bearer", description="TIERDB_ADMIN_TOKEN, for /admin"),
+                "apiKey": SecurityScheme(
+                    type="apiKey", name="X-API-Key", security_scheme_in="header",
+                    description="one of security.api_keys, for /v1 when keys are configured",
+                ),
+            }
+        ),
     )
 
 
@@ -69,6 +78,8 @@ def add_request_schemas(app: Litestar) -> None:
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid request (the message names the problem); nothing changed",
+    401: "Missing or malformed credentials (admin token or API key)",
+    403: "Wrong credentials, or admin API disabled (no token while bound beyond loopback)",
     404: "Unknown collection or document",
     409: "Conflict: the collection exists, or another writer owns it",
     413: "Body or batch larger than the configured limit",
