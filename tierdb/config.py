@@ -50,7 +50,7 @@ class IndexSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class CompactionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interval_secs: float = 5.0       # how often the worker checks thresholds
-    threshold_ops: int = 10_000      # flush the memtable after this many writes
+    threshold_ops: int = 10_000      # flush the memtable after this many documents written or deleted
     threshold_bytes: int = 100 * MiB # ... or this many bytes
     max_age_secs: float = 300.0      # ... or when its oldest write is this old
     merge_min_segments: int = 4      # merge when this many segments of similar size exist

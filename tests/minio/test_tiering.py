@@ -278,3 +278,22 @@ async def test_s3_only_ram_tier_is_bounded_and_reloads_evicted_segments(make_set
     hits = await coll.query(vectors(1, 7), k=400)
     assert len(hits[0]) == 399 and "d0" not in {h.id for h in hits[0]}
     await node.close()
+
+
+async def test_upload_lag_is_the_age_of_the_oldest_unshipped_write(make_settings):
+    node = await started(make_settings("a"))
+    await node.create_collection(CollectionSpec(name="docs", dimension=DIM))
+    coll = node.get_collection("docs")
+    await fill(coll, 0, 10)
+    await coll.uploader.run_once()
+    assert coll.stats().upload_lag_secs == 0
+    await asyncio.sleep(0.3)                 # idle time while caught up is not lag
+    await fill(coll, 10, 10, seed=1)
+    assert coll.stats().upload_lag_secs < 0.25
+    await asyncio.sleep(0.3)
+    await fill(coll, 20, 10, seed=2)
+    lag = coll.stats().upload_lag_secs
+    assert 0.3 <= lag < 1.0                   # measured from the first unshipped write
+    await coll.uploader.run_once()
+    assert coll.stats().upload_lag_secs == 0
+    await node.close()

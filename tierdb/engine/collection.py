@@ -13,6 +13,7 @@ Concurrency model
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -92,6 +93,8 @@ class Collection:
         window = settings.uploader.group_commit_ms / 1000 if self.policy.wal_in_s3 else 0.0
         self._committer: GroupCommitter[WriteOp] = GroupCommitter(self._commit, window_secs=window)
         self._wal_uncertain = False                 # a failed remote WAL write may have landed
+        # (last seq of a commit, wall time): lets the uploader tell how old its oldest unshipped write is
+        self.ack_times: collections.deque[tuple[int, float]] = collections.deque()
         self._maintenance = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self.state = "recovering"
@@ -257,6 +260,8 @@ class Collection:
             except TierDBError as exc:
                 return [self._wal_failure(exc)] * len(ops)
             self._next_seq += len(records)
+            if self.policy.uploads:
+                self.ack_times.append((records[-1].seq, time.time()))
             with self._rw.write():
                 return [self._apply(record, op.matrix) for record, op in zip(records, ops)]
 
@@ -301,7 +306,7 @@ class Collection:
                 if old is not None:
                     old[0].kill(old[1], record.seq)
                 self._where[doc_id] = (mem, start + i)
-            mem.note_op(record.seq, 0)
+            mem.note_op(record.seq, len(record.ids), 0)
             return len(record.ids)
         deleted = 0
         for doc_id in record.ids:
@@ -309,7 +314,7 @@ class Collection:
             if old is not None:
                 old[0].kill(old[1], record.seq)
                 deleted += 1
-        mem.note_op(record.seq, 64 * len(record.ids))
+        mem.note_op(record.seq, len(record.ids), 64 * len(record.ids))
         return deleted
 
     def _ids_matching(self, spec: dict, among: list[str] | None) -> list[str]:
@@ -418,8 +423,8 @@ class Collection:
 
     async def maybe_compact(self) -> None:
         """The scheduler's periodic check: flush when due, then merge if the policy says so."""
-        if self.state != "ready":
-            return
+        if self.state != "ready" or self._maintenance.locked():
+            return  # a flush or merge is already running; the next tick looks again
         if self.flush_reason() is not None:
             await self.flush()
         await self.merge(full=False)

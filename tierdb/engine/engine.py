@@ -221,6 +221,7 @@ class Engine:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        await self._drain_uploads()
         for coll in list(self._collections.values()):
             try:
                 await coll.close()
@@ -232,6 +233,19 @@ class Engine:
         if self.remote is not None:
             await self.remote.close()
         log.info("engine closed")
+
+    async def _drain_uploads(self) -> None:
+        """Give memory_s3 uploaders a bounded time to ship what is acknowledged (and to finish a
+        run in progress, so their state file is never left behind the uploads)."""
+        uploaders = [c.uploader for c in self._collections.values() if c.uploader is not None]
+        if not uploaders:
+            return
+        budget = self.settings.server.shutdown_timeout_secs
+        try:
+            await asyncio.wait_for(asyncio.gather(*(u.run_once() for u in uploaders), return_exceptions=True), budget)
+        except asyncio.TimeoutError:
+            log.warning("uploads not drained before shutdown; they resume at the next start",
+                        extra={"timeout_secs": budget})
 
     # == collections ==============================================================================
     def open_collections(self) -> list[Collection]:

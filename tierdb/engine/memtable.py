@@ -22,7 +22,7 @@ class Memtable(RowSource):
         self._norms = np.empty(_INITIAL_CAPACITY, np.float32)
         self._alive = np.zeros(_INITIAL_CAPACITY, bool)
         self._n = 0
-        self.ops = 0                      # WAL records applied (upserts and deletes)
+        self.ops = 0                      # documents upserted or deleted here
         self.approx_bytes = 0
         self.first_seq = 0                # first WAL seq applied here (0 = none yet)
         self.last_seq = 0
@@ -43,11 +43,12 @@ class Memtable(RowSource):
     def _kill_row(self, row: int) -> None:
         self._alive[row] = False
 
-    def note_op(self, seq: int, nbytes: int) -> None:
+    def note_op(self, seq: int, documents: int, nbytes: int) -> None:
+        """Count a WAL record: ``ops`` counts documents written or deleted (threshold_ops)."""
         if not self.first_seq:
             self.first_seq = seq
         self.last_seq = seq
-        self.ops += 1
+        self.ops += documents
         self.approx_bytes += nbytes
 
     def append(self, ids: list[str], matrix: np.ndarray, metadata: list[dict | None]) -> int:

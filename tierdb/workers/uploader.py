@@ -88,6 +88,7 @@ class Uploader:
                 return uploaded
             if self.dlq.needs_snapshot and self.state.local_version == self.coll.manifest.version:
                 await asyncio.to_thread(self.dlq.snapshot_done)
+            self._forget_shipped_acks()
             if self.state.shipped_seq >= self.coll.last_seq:
                 self.state.caught_up_at = time.time()
             if uploaded:
@@ -188,7 +189,21 @@ class Uploader:
         stats.upload_lag_bytes = sum(_size(f.path) for f, _ in pending_wal) + (
             self.coll.wal.active_size() if behind else 0
         )
-        stats.upload_lag_secs = round(time.time() - self.state.caught_up_at, 3) if (behind or manifest_pending) else 0.0
+        stats.upload_lag_secs = round(self.oldest_unshipped_age(), 3) if (behind or manifest_pending) else 0.0
+
+    def _forget_shipped_acks(self) -> None:
+        acks = self.coll.ack_times
+        while acks and acks[0][0] <= self.state.shipped_seq:
+            acks.popleft()
+
+    def oldest_unshipped_age(self) -> float:
+        """Seconds since the oldest acknowledged write that S3 does not hold yet was acknowledged."""
+        self._forget_shipped_acks()
+        acks = self.coll.ack_times
+        if acks:
+            return max(0.0, time.time() - acks[0][1])
+        # Writes replayed at start-up have no ack time: count from the last time S3 was whole.
+        return max(0.0, time.time() - self.state.caught_up_at)
 
 
 def save_state(path: str, state: UploadState) -> None:
