@@ -1,8 +1,14 @@
-"""Command line: ``tierdb serve | restore | verify``.
+"""Command line: ``tierdb serve | restore | verify | export | import | collections | compact | dlq``.
 
 Each subcommand is one ``_add_<name>`` function that declares its arguments and one
-``_run_<name>`` function that returns the exit code.  Exit codes: 0 success (also after a
-graceful SIGTERM/SIGINT shutdown), 2 configuration or usage error, 1 anything else.
+``_run_<name>`` function that returns the exit code.  This module holds the commands that work
+on the configuration and the data directory (``serve``; offline: ``restore``, ``verify``,
+``export``); the commands that talk to a running server (``import``, ``collections``,
+``compact``, ``dlq``) are in ``cli_remote.py``.
+
+Exit codes: 0 success (also after a graceful SIGTERM/SIGINT shutdown of ``serve``), 1 failure,
+2 usage or configuration error (bad flags or files, missing/wrong credentials), 3 not found
+(collection), 4 server unreachable, 130 interrupted (Ctrl-C; an import can be resumed).
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import asyncio
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -23,6 +31,9 @@ from .config import ConfigError, Settings, load_settings, redacted
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNREACHABLE = 4
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("tierdb.cli")
 
@@ -158,11 +169,16 @@ def _report(rows: list[dict[str, Any]], as_json: bool) -> None:
         print(f"{row['collection']:<24} {row['where']:<6} {row['status']:<10} {detail}")
 
 
+def _note(line: str) -> None:
+    """Progress and notices go to stderr, so stdout stays parseable (``--json``)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _run_restore(args: argparse.Namespace) -> int:
     from .tools import restore_from_s3
 
     settings = _load(args, {"data_dir": "storage.data_dir"})
-    rows = asyncio.run(restore_from_s3(settings, args.collection, force=args.force))
+    rows = asyncio.run(restore_from_s3(settings, args.collection, force=args.force, progress=_note))
     _report(rows, args.json)
     return EXIT_FAILURE if any(r["status"] == "failed" for r in rows) else EXIT_OK
 
@@ -171,21 +187,113 @@ def _run_verify(args: argparse.Namespace) -> int:
     from .tools import verify_collections
 
     settings = _load(args, {"data_dir": "storage.data_dir"})
-    rows = asyncio.run(verify_collections(settings, args.collection))
+    rows = asyncio.run(verify_collections(settings, args.collection, progress=_note))
     _report(rows, args.json)
     return EXIT_FAILURE if any(r["status"] != "ok" for r in rows) else EXIT_OK
 
 
+# -- export (offline: reads the data directory) ---------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_export(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a collection to .jsonl (or .npy + .jsonl) from the data directory (server stopped)",
+        description=(
+            "Write every document of a collection to OUT, in a format `tierdb import` reads back: "
+            "OUT.jsonl holds {\"id\", \"vector\", \"metadata\"} per line; OUT.npy holds the float32 vectors "
+            "and --ids-metadata (default OUT with a .jsonl suffix) {\"id\", \"metadata\"} per line, row i = line i. "
+            "The REST API cannot list a collection's ids, so export reads the data directory directly "
+            "through the engine: stop the server first (export refuses while another process has the "
+            "directory open), or export from a copy of the directory. s3_only and memory_s3 collections "
+            "need the server's S3 settings (--config / TIERDB_S3_*)."
+        ),
+    )
+    _add_config_flag(parser)
+    parser.add_argument("out", metavar="OUT", type=Path, help="output file: .jsonl, or .npy (+ .jsonl)")
+    parser.add_argument("--collection", required=True, metavar="NAME")
+    parser.add_argument("--data-dir", metavar="DIR", help="local data directory (storage.data_dir)")
+    parser.add_argument("--ids-metadata", type=Path, metavar="FILE.jsonl", help="with a .npy OUT: where ids and metadata go")
+    parser.add_argument("--batch-size", type=positive_int, default=1000, metavar="N", help="documents read at a time")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .errors import ErrorKind, TierDBError
+    from .tools import data_dir_in_use
+    from .transfer import InputError, export_collection
+
+    settings = load_settings(
+        args.config,
+        overrides={"storage.data_dir": args.data_dir, "compaction.interval_secs": 24 * 3600.0},
+    )
+    data_dir = settings.storage.data_dir
+    fail = _failure_printer(args.json)
+    if not os.path.isdir(os.path.join(data_dir, "collections")):
+        return fail(EXIT_CONFIG, "not_found", f"no TierDB data directory at {data_dir} (give --data-dir)")
+    holder = data_dir_in_use(data_dir)
+    if holder is not None:
+        return fail(EXIT_FAILURE, "in_use", f"process {holder} has {data_dir} open (a running server?): stop it first")
+    try:
+        result = asyncio.run(export_collection(
+            settings, args.collection, args.out, ids_metadata=args.ids_metadata,
+            batch_size=args.batch_size, progress_enabled=not args.no_progress,
+        ))
+    except InputError as exc:
+        return fail(EXIT_CONFIG, "invalid", str(exc))
+    except TierDBError as exc:
+        code = EXIT_NOT_FOUND if exc.kind is ErrorKind.NOT_FOUND else EXIT_FAILURE
+        return fail(code, exc.kind.value, exc.message)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"exported {result['documents']:,} documents of {args.collection!r} to {', '.join(result['files'])} "
+              f"in {result['seconds']:.1f}s")
+    return EXIT_OK
+
+
+def _failure_printer(as_json: bool) -> Callable[[int, str, str], int]:
+    """``fail(code, kind, message)``: report an error (stderr; also stdout as JSON with --json)."""
+
+    def fail(code: int, kind: str, message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"error": kind, "message": message, "exit_code": code}))
+        return code
+
+    return fail
+
+
 # -- entry point -------------------------------------------------------------------------------
 
-SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_serve, _add_restore, _add_verify)
+
+def _subcommands() -> tuple[Callable[[Any], None], ...]:
+    from . import cli_remote
+
+    return (
+        _add_serve, _add_restore, _add_verify, _add_export,
+        cli_remote.add_import, cli_remote.add_collections, cli_remote.add_compact, cli_remote.add_dlq,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tierdb", description="TierDB: tiered vector storage engine")
+    parser = argparse.ArgumentParser(
+        prog="tierdb",
+        description="TierDB: tiered vector storage engine",
+        epilog="exit codes: 0 ok, 1 failure, 2 usage/configuration, 3 not found, 4 server unreachable, 130 interrupted",
+    )
     parser.add_argument("--version", action="version", version=f"tierdb {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in SUBCOMMANDS:
+    for add in _subcommands():
         add(subparsers)
     return parser
 
@@ -197,3 +305,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,9 +1,14 @@
-"""Offline operations on a data directory and its S3 copy, for the CLI (server stopped)."""
+"""Offline operations on a data directory and its S3 copy, for the CLI (server stopped).
+
+``progress`` callbacks, when given, receive one short human-readable line per step (the CLI
+prints them on stderr).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from . import keys
@@ -21,7 +26,39 @@ def _local_names(data_dir: str) -> list[str]:
     return sorted(n for n in os.listdir(root) if not n.startswith(".")) if os.path.isdir(root) else []
 
 
-async def restore_from_s3(settings: Settings, only: list[str] | None, *, force: bool) -> list[dict[str, Any]]:
+Progress = Callable[[str], None] | None
+
+
+def data_dir_in_use(data_dir: str) -> int | None:
+    """The pid of another process holding a file open under ``data_dir`` (a running server keeps
+    its WAL files open), or None.  Best effort: Linux ``/proc``, processes we may inspect."""
+    root = os.path.realpath(data_dir) + os.sep
+    me = os.getpid()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        if pid == me:
+            continue
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if target.startswith(root):
+                return pid
+    return None
+
+
+async def restore_from_s3(
+    settings: Settings, only: list[str] | None, *, force: bool, progress: Progress = None
+) -> list[dict[str, Any]]:
     if not settings.s3.bucket:
         return [{"collection": "*", "where": "s3", "status": "failed", "detail": "s3.bucket is not set"}]
     data_dir = os.path.abspath(settings.storage.data_dir)
@@ -29,7 +66,10 @@ async def restore_from_s3(settings: Settings, only: list[str] | None, *, force: 
     rows: list[dict[str, Any]] = []
     try:
         present = set(_local_names(data_dir))
-        for name in only or await remote_collection_names(remote):
+        names = only or await remote_collection_names(remote)
+        for number, name in enumerate(names, 1):
+            if progress is not None:
+                progress(f"restore {number}/{len(names)}: {name}")
             if name in present and not force:
                 rows.append({"collection": name, "where": "local", "status": "skipped",
                              "detail": "exists locally (use --force to replace it)"})
@@ -55,7 +95,9 @@ async def restore_from_s3(settings: Settings, only: list[str] | None, *, force: 
     return rows
 
 
-async def verify_collections(settings: Settings, only: list[str] | None) -> list[dict[str, Any]]:
+async def verify_collections(
+    settings: Settings, only: list[str] | None, *, progress: Progress = None
+) -> list[dict[str, Any]]:
     data_dir = os.path.abspath(settings.storage.data_dir)
     stores: list[tuple[str, BlobStore, list[str]]] = []
     local = LocalStore(data_dir)
@@ -66,7 +108,9 @@ async def verify_collections(settings: Settings, only: list[str] | None) -> list
         if remote is not None:
             stores.append(("s3", remote, only or await remote_collection_names(remote)))
         for where, store, names in stores:
-            for name in names:
+            for number, name in enumerate(names, 1):
+                if progress is not None:
+                    progress(f"verify {where} {number}/{len(names)}: {name}")
                 rows.append(await _verify_one(store, where, name))
     finally:
         if remote is not None:

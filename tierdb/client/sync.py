@@ -1,0 +1,243 @@
+"""``TierDB``: the synchronous HTTP client.
+
+    from tierdb import TierDB
+
+    with TierDB("http://127.0.0.1:8080") as db:
+        db.create_collection("docs", dimension=384)
+        db.upsert("docs", ids, vectors, metadatas)          # numpy or lists; msgpack; batches of 1000
+        hits = db.query("docs", vector=q, k=5, filter={"lang": "en"})
+        print(hits[0].id, hits[0].distance, hits[0].metadata)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from .. import __version__
+from . import _calls as calls
+from .errors import ConnectionFailed, NotFound, RequestTimeout
+from .types import CollectionInfo, CollectionStatus, CompactResult, DlqEntry, Document, Hit
+
+USER_AGENT = f"tierdb-python/{__version__}"
+# Connection failures where the request never reached the server: safe to retry any call.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    headers = {"user-agent": USER_AGENT}
+    if api_key:
+        headers["x-api-key"] = api_key
+    return headers
+
+
+def _admin_headers(call: calls.Call, admin_token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {admin_token}"} if call.admin and admin_token else {}
+
+
+def _unreachable(url: str, exc: httpx.TransportError, attempts: int) -> ConnectionFailed:
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, _NOT_SENT):
+        return RequestTimeout(
+            0, "timeout", f"TierDB at {url} did not answer in time ({attempts} attempt(s), {what}); raise timeout= "
+            "for long operations"
+        )
+    return ConnectionFailed(0, "connection_failed", f"cannot reach TierDB at {url} after {attempts} attempt(s): {what}")
+
+
+def document_not_found(name: str, doc_id: str) -> NotFound:
+    return NotFound(404, "not_found", f"document {doc_id!r} not found in collection {name!r}")
+
+
+class TierDB:
+    """Synchronous client of a TierDB server.
+
+    ``url``: the server (``http://host:8080``, a path prefix behind a proxy is kept).
+    ``api_key``: sent as ``X-API-Key`` on data calls when the server requires keys.
+    ``admin_token``: sent as ``Authorization: Bearer`` on the admin calls (status, dlq, compact).
+    ``timeout``: seconds per request.  ``retries``: how many times an idempotent call (reads,
+    upsert, delete, query) is retried after a 429/503 or a lost connection, with exponential
+    backoff and jitter, waiting at least the server's ``Retry-After``.  Calls that are not
+    idempotent (create/delete collection, dlq retry/clear, compact) are retried only when the
+    connection could not be opened at all, i.e. when the server never saw the request.
+
+    Errors raise ``TierDBClientError`` subclasses (``NotFound``, ``InvalidRequest``, ``Conflict``,
+    ``Unauthorized``, ``Forbidden``, ``Unavailable``, ``Fenced``, ``ConnectionFailed``, ...).
+    Thread-safe; use it as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8080",
+        api_key: str | None = None,
+        admin_token: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        *,
+        backoff: float = 0.25,
+        max_backoff: float = 8.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.admin_token = admin_token
+        self.backoff = calls.Backoff(retries=retries, base=backoff, cap=max_backoff)
+        self._http = httpx.Client(base_url=self.url, headers=_headers(api_key), timeout=timeout)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _run(self, call: calls.Call) -> Any:
+        content, headers = call.content()
+        headers.update(_admin_headers(call, self.admin_token))
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, content=content, headers=headers)
+            except httpx.TransportError as exc:
+                retryable = isinstance(exc, _NOT_SENT) or call.idempotent
+                if not retryable or attempt >= self.backoff.retries:
+                    raise _unreachable(self.url, exc, attempt + 1) from exc
+                time.sleep(self.backoff.delay(attempt))
+                attempt += 1
+                continue
+            if (
+                response.status_code in calls.RETRY_STATUSES
+                and call.idempotent
+                and attempt < self.backoff.retries
+            ):
+                time.sleep(self.backoff.delay(attempt, response.headers.get("retry-after")))
+                attempt += 1
+                continue
+            return calls.finish(call, response.status_code, response.headers, response.content)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> "TierDB":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TierDB({self.url!r})"
+
+    # -- collections ------------------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        dimension: int,
+        metric: str = "cosine",
+        tiering_policy: str | None = None,
+        hnsw: dict[str, int] | Any = None,
+    ) -> CollectionInfo:
+        """Create a collection. ``metric``: cosine | l2 | ip. ``tiering_policy``: memory |
+        memory_s3 | s3_only (None: the server default). ``hnsw``: ``{"m", "ef_construction",
+        "ef_search"}`` (any subset) or ``HnswParams``. Raises ``Conflict`` if the name is taken."""
+        return self._run(calls.create_collection(name, dimension, metric, tiering_policy, hnsw))
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        """Spec and document count. Raises ``NotFound``."""
+        return self._run(calls.get_collection(name))
+
+    def list_collections(self) -> list[CollectionInfo]:
+        return self._run(calls.list_collections())
+
+    def delete_collection(self, name: str, missing_ok: bool = False) -> None:
+        """Drop a collection and all its data. Raises ``NotFound`` unless ``missing_ok``."""
+        try:
+            self._run(calls.delete_collection(name))
+        except NotFound:
+            if not missing_ok:
+                raise
+
+    def count(self, name: str) -> int:
+        """Number of documents in the collection."""
+        return self.get_collection(name).count
+
+    # -- documents --------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: Any,
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        batch_size: int = calls.DEFAULT_BATCH,
+    ) -> int:
+        """Insert or replace documents; returns how many were upserted.
+
+        ``vectors``: a (n, dimension) numpy array, or a list of lists / arrays.  Sent as msgpack in
+        requests of ``batch_size`` documents; each request is atomic and durable when it returns,
+        the call as a whole is not (a failure leaves the earlier batches applied; calling again is
+        safe, upserts are idempotent)."""
+        return sum(self._run(calls.upsert(name, batch)) for batch in calls.upsert_batches(ids, vectors, metadatas, batch_size))
+
+    def get(self, name: str, ids: Sequence[str], batch_size: int = calls.DEFAULT_BATCH) -> list[Document]:
+        """The documents found, in the order of ``ids``; missing ids are left out."""
+        found: list[Document] = []
+        for chunk in calls.chunks(calls.as_ids(ids), batch_size):
+            found.extend(self._run(calls.get_many(name, chunk)))
+        return found
+
+    def get_one(self, name: str, id: str) -> Document:
+        """One document. Raises ``NotFound`` if the collection or the document does not exist."""
+        found = self.get(name, [id])
+        if not found:
+            raise document_not_found(name, id)
+        return found[0]
+
+    def delete(
+        self,
+        name: str,
+        ids: Sequence[str] | None = None,
+        filter: dict[str, Any] | None = None,
+        batch_size: int = calls.DEFAULT_BATCH,
+    ) -> int:
+        """Delete by ``ids``, by metadata ``filter``, or both (the listed ids that match);
+        returns how many documents were deleted."""
+        id_list = calls.check_delete(ids, filter)
+        if id_list is None:
+            return self._run(calls.delete(name, None, filter))
+        return sum(self._run(calls.delete(name, chunk, filter)) for chunk in calls.chunks(id_list, batch_size))
+
+    def query(
+        self,
+        name: str,
+        vector: Any = None,
+        vectors: Any = None,
+        k: int = 10,
+        filter: dict[str, Any] | None = None,
+        include: Sequence[str] = ("metadata",),
+        ef: int | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """k nearest neighbours sorted by distance. ``vector=`` returns ``list[Hit]``;
+        ``vectors=`` (a batch) returns one list per query vector.  ``include``: any of
+        "metadata", "vector".  ``ef``: HNSW search breadth (default: the collection's)."""
+        one, many = calls.query_vectors(vector, vectors)
+        return self._run(calls.query(name, one, many, k, filter, calls.check_include(include), ef))
+
+    # -- admin ------------------------------------------------------------------------------------
+
+    def status(self, name: str) -> CollectionStatus:
+        """Operational status (admin): WAL, segments, upload lag, DLQ size, caches."""
+        return self._run(calls.status(name))
+
+    def dlq(self, name: str) -> list[DlqEntry]:
+        """Entries of the dead-letter queue (uploads to S3 that failed; always empty for memory)."""
+        return self._run(calls.dlq(name))
+
+    def retry_dlq(self, name: str) -> int:
+        """Re-enqueue every DLQ entry for upload; returns how many."""
+        return self._run(calls.retry_dlq(name))
+
+    def clear_dlq(self, name: str) -> int:
+        """Drop the DLQ entries (the next upload is a full snapshot); returns how many."""
+        return self._run(calls.clear_dlq(name))
+
+    def compact(self, name: str, full: bool = False) -> CompactResult:
+        """Flush the memtable and merge segments now (``full``: merge every segment)."""
+        return self._run(calls.compact(name, full))

@@ -1,0 +1,328 @@
+"""Embedded mode: the TierDB engine inside your process, no server.
+
+    import tierdb
+
+    with tierdb.open("./data") as db:                   # policy="memory" by default
+        db.create_collection("docs", dimension=384)
+        db.upsert("docs", ids, vectors, metadatas)
+        hits = db.query("docs", vector=q, k=5)
+
+``open`` returns an ``EmbeddedTierDB`` with the same methods, results and exceptions as the HTTP
+client ``TierDB``, so code can switch between the two.  The engine runs on a private asyncio
+event loop in a background thread (its compaction worker included); every method blocks until
+the engine has answered, and ``close()`` shuts the engine down cleanly.  Writes are durable when
+a method returns, exactly as on a server.
+
+One process at a time may open a data directory: do not point a server and an embedded engine
+(or two embedded engines) at the same ``path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import inspect
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from .client import _calls as calls
+from .client import types as t
+from .client.errors import make_error
+from .client.sync import document_not_found
+
+__all__ = ["EmbeddedTierDB", "open"]
+
+
+def _setting_key(key: str) -> str:
+    """``compaction_threshold_ops`` or ``compaction.threshold_ops`` -> ``compaction.threshold_ops``."""
+    from .config import SECTION_TYPES
+
+    if "." in key:
+        return key
+    section, _, rest = key.partition("_")
+    if section not in SECTION_TYPES or not rest:
+        raise TypeError(
+            f"unknown setting {key!r}: write <section>_<key> (e.g. compaction_threshold_ops) for one of the "
+            f"sections {', '.join(SECTION_TYPES)}; see config/tierdb.example.toml"
+        )
+    return f"{section}.{rest}"
+
+
+def open(  # noqa: A001 - tierdb.open is the public name
+    path: str | Any,
+    policy: str = "memory",
+    *,
+    config: str | None = None,
+    **settings: Any,
+) -> "EmbeddedTierDB":
+    """Open (or create) a TierDB data directory in this process.
+
+    ``policy``: the default tiering policy of new collections (memory | memory_s3 | s3_only;
+    the S3 policies need ``s3_bucket=...`` and usually ``s3_endpoint=...``).  ``config``: an
+    optional TOML file as the server reads it.  Any other setting is a keyword argument named
+    ``<section>_<key>``, e.g. ``compaction_threshold_ops=20_000, index_threshold=5_000``.
+    ``TIERDB_*`` environment variables are not read: an embedded engine is configured by its
+    caller.  A bad value raises ``tierdb.config.ConfigError`` (a ``ValueError``).
+    """
+    from .config import load_settings
+
+    overrides = {_setting_key(key): value for key, value in settings.items()}
+    overrides["storage.data_dir"] = str(path)
+    overrides["storage.tiering_policy"] = policy
+    return EmbeddedTierDB(load_settings(config, env={}, overrides=overrides))
+
+
+class _Runtime:
+    """The engine's private event loop and thread, and how to shut them down exactly once.
+
+    Kept apart from ``EmbeddedTierDB`` so that shutting down at interpreter exit or when the
+    object is garbage-collected does not keep the object itself alive."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="tierdb-embedded", daemon=True)
+        self.engine: Any = None
+        self.closed = False
+        self.lock = threading.Lock()
+        self.thread.start()
+
+    def submit(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def shutdown(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            engine, self.engine = self.engine, None
+            try:
+                if engine is not None:
+                    self.submit(engine.close())
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join()
+                self.loop.close()
+
+    def close_at_exit(self) -> None:
+        """Shut down before the interpreter stops its thread pools (which ``atexit`` runs after:
+        the engine's final WAL close goes through one), falling back on ``atexit``."""
+        try:
+            threading._register_atexit(self.shutdown)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):
+            atexit.register(self.shutdown)
+
+
+class EmbeddedTierDB:
+    """The TierDB engine in-process, behind the interface of ``tierdb.TierDB``.
+
+    Build it with ``tierdb.open(path, ...)``.  Thread-safe: calls from several threads are
+    served concurrently by the engine (writes share group commits, queries run in threads).
+    An instance that is never closed is shut down cleanly when it is garbage-collected or when
+    the interpreter exits.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        from .engine.engine import Engine
+
+        self.settings = settings
+        self.path = settings.storage.data_dir
+        self._rt = _Runtime()
+        self.engine = Engine(settings)
+        try:
+            self._rt.submit(self.engine.start())
+        except BaseException:
+            self._rt.shutdown()
+            raise
+        self._rt.engine = self.engine
+        self._rt.close_at_exit()
+        weakref.finalize(self, self._rt.shutdown)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` on the engine's loop (awaiting it if it is a coroutine function);
+        engine errors become the client's typed exceptions."""
+        from .errors import TierDBError
+
+        if self._rt.closed:
+            raise RuntimeError("this TierDB database is closed")
+
+        async def run() -> Any:
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        try:
+            return self._rt.submit(run())
+        except TierDBError as exc:
+            context = {k: v for k, v in exc.context.items() if isinstance(v, (str, int, float, bool))}
+            raise make_error(exc.status_code, exc.kind.value, exc.message, None, context) from None
+
+    def _collection(self, name: str) -> Any:
+        return self.engine.get_collection(name)
+
+    def close(self) -> None:
+        """Shut the engine down (queued writes committed, WAL closed). Idempotent."""
+        self._rt.shutdown()
+
+    def __enter__(self) -> "EmbeddedTierDB":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"tierdb.open({self.path!r})"
+
+    # -- collections ------------------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        dimension: int,
+        metric: str = "cosine",
+        tiering_policy: str | None = None,
+        hnsw: dict[str, int] | Any = None,
+    ) -> t.CollectionInfo:
+        from .models import CollectionSpec, HnswParams
+
+        params = calls.hnsw_dict(hnsw)
+        index = self.settings.index
+        spec = CollectionSpec(
+            name=name,
+            dimension=dimension,
+            metric=metric,
+            tiering_policy=tiering_policy or "",
+            hnsw=None if params is None else HnswParams(
+                m=params.get("m", index.m),
+                ef_construction=params.get("ef_construction", index.ef_construction),
+                ef_search=params.get("ef_search", index.ef_search),
+            ),
+        )
+        return _convert(self._call(self.engine.create_collection, spec), t.CollectionInfo)
+
+    def get_collection(self, name: str) -> t.CollectionInfo:
+        return _convert(self._call(lambda: self._collection(name).info()), t.CollectionInfo)
+
+    def list_collections(self) -> list[t.CollectionInfo]:
+        return _convert(self._call(self.engine.list_collections), list[t.CollectionInfo])
+
+    def delete_collection(self, name: str, missing_ok: bool = False) -> None:
+        from .client.errors import NotFound
+
+        try:
+            self._call(self.engine.drop_collection, name)
+        except NotFound:
+            if not missing_ok:
+                raise
+
+    def count(self, name: str) -> int:
+        return self._call(lambda: self._collection(name).count())
+
+    # -- documents --------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: Any,
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        batch_size: int = calls.DEFAULT_BATCH,
+    ) -> int:
+        total = 0
+        for batch in calls.upsert_batches(ids, vectors, metadatas, batch_size):
+            total += self._call(lambda b=batch: self._collection(name).upsert(b.ids, b.vectors, b.metadatas))
+        return total
+
+    def get(self, name: str, ids: Sequence[str], batch_size: int = calls.DEFAULT_BATCH) -> list[t.Document]:
+        found: list[t.Document] = []
+        for chunk in calls.chunks(calls.as_ids(ids), batch_size):
+            found.extend(_convert(self._call(lambda c=chunk: self._collection(name).get(c)), list[t.Document]))
+        return found
+
+    def get_one(self, name: str, id: str) -> t.Document:
+        found = self.get(name, [id])
+        if not found:
+            raise document_not_found(name, id)
+        return found[0]
+
+    def delete(
+        self,
+        name: str,
+        ids: Sequence[str] | None = None,
+        filter: dict[str, Any] | None = None,
+        batch_size: int = calls.DEFAULT_BATCH,
+    ) -> int:
+        id_list = calls.check_delete(ids, filter)
+        if id_list is None:
+            return self._call(lambda: self._collection(name).delete(ids=None, filter=filter))
+        return sum(
+            self._call(lambda c=chunk: self._collection(name).delete(ids=c, filter=filter))
+            for chunk in calls.chunks(id_list, batch_size)
+        )
+
+    def query(
+        self,
+        name: str,
+        vector: Any = None,
+        vectors: Any = None,
+        k: int = 10,
+        filter: dict[str, Any] | None = None,
+        include: Sequence[str] = ("metadata",),
+        ef: int | None = None,
+    ) -> list[t.Hit] | list[list[t.Hit]]:
+        one, many = calls.query_vectors(vector, vectors)
+        fields = calls.check_include(include)
+        _check_query(k, ef, self.settings.server.max_k)
+        results = self._call(
+            lambda: self._collection(name).query(
+                [one] if one is not None else many,
+                k,
+                filter=filter,
+                include_metadata="metadata" in fields,
+                include_vector="vector" in fields,
+                ef=ef,
+            )
+        )
+        hits = _convert(results, list[list[t.Hit]])
+        return hits[0] if one is not None else hits
+
+    # -- admin ------------------------------------------------------------------------------------
+
+    def status(self, name: str) -> t.CollectionStatus:
+        return _convert(self._call(lambda: self._collection(name).stats()), t.CollectionStatus)
+
+    def dlq(self, name: str) -> list[t.DlqEntry]:
+        return _convert(self._call(lambda: self._collection(name).dlq_entries()), list[t.DlqEntry])
+
+    def retry_dlq(self, name: str) -> int:
+        return self._call(lambda: self._collection(name).dlq_retry())
+
+    def clear_dlq(self, name: str) -> int:
+        return self._call(lambda: self._collection(name).dlq_clear())
+
+    def compact(self, name: str, full: bool = False) -> t.CompactResult:
+        return _convert(self._call(lambda: self._collection(name).compact(full=full)), t.CompactResult)
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    """An engine value (Structs, dicts, numpy scalars) as the client type ``tp``."""
+    return msgspec.convert(msgspec.to_builtins(value, enc_hook=_enc_hook), tp)
+
+
+def _enc_hook(obj: Any) -> Any:
+    tolist = getattr(obj, "tolist", None)
+    if tolist is None:
+        raise TypeError(f"cannot convert {type(obj).__name__}")
+    return tolist()
+
+
+def _check_query(k: int, ef: int | None, max_k: int) -> None:
+    """The limits the REST API applies (server.max_k, ef <= 4096), so both modes agree."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
+        raise make_error(400, "invalid", f"k must be between 1 and {max_k} (server.max_k), got {k!r}", None, {"field": "k"})
+    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or not 1 <= ef <= 4096):
+        raise make_error(400, "invalid", f"ef must be between 1 and 4096, got {ef!r}", None, {"field": "ef"})
