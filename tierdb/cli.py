@@ -177,8 +177,13 @@ def _note(line: str) -> None:
 def _run_restore(args: argparse.Namespace) -> int:
     from .tools import restore_from_s3
 
+    from .errors import TierDBError
+
     settings = _load(args, {"data_dir": "storage.data_dir"})
-    rows = asyncio.run(restore_from_s3(settings, args.collection, force=args.force, progress=_note))
+    try:
+        rows = asyncio.run(restore_from_s3(settings, args.collection, force=args.force, progress=_note))
+    except TierDBError as exc:
+        return _failure_printer(args.json)(EXIT_FAILURE, exc.kind.value, exc.message)
     _report(rows, args.json)
     return EXIT_FAILURE if any(r["status"] == "failed" for r in rows) else EXIT_OK
 
@@ -229,7 +234,6 @@ def _add_export(subparsers: Any) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from .errors import ErrorKind, TierDBError
-    from .tools import data_dir_in_use
     from .transfer import InputError, export_collection
 
     settings = load_settings(
@@ -240,9 +244,6 @@ def _run_export(args: argparse.Namespace) -> int:
     fail = _failure_printer(args.json)
     if not os.path.isdir(os.path.join(data_dir, "collections")):
         return fail(EXIT_CONFIG, "not_found", f"no TierDB data directory at {data_dir} (give --data-dir)")
-    holder = data_dir_in_use(data_dir)
-    if holder is not None:
-        return fail(EXIT_FAILURE, "in_use", f"process {holder} has {data_dir} open (a running server?): stop it first")
     try:
         result = asyncio.run(export_collection(
             settings, args.collection, args.out, ids_metadata=args.ids_metadata,

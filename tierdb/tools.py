@@ -14,6 +14,7 @@ from typing import Any
 from . import keys
 from .config import Settings
 from .engine import manifest as manifests
+from .engine.dirlock import DataDirLock
 from .engine.restore import remote_collection_names, restore_collection, verify_manifest
 from .errors import TierDBError
 from .storage.base import BlobStore
@@ -29,39 +30,15 @@ def _local_names(data_dir: str) -> list[str]:
 Progress = Callable[[str], None] | None
 
 
-def data_dir_in_use(data_dir: str) -> int | None:
-    """The pid of another process holding a file open under ``data_dir`` (a running server keeps
-    its WAL files open), or None.  Best effort: Linux ``/proc``, processes we may inspect."""
-    root = os.path.realpath(data_dir) + os.sep
-    me = os.getpid()
-    try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return None
-    for pid in pids:
-        if pid == me:
-            continue
-        fd_dir = f"/proc/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
-                continue
-            if target.startswith(root):
-                return pid
-    return None
-
-
 async def restore_from_s3(
     settings: Settings, only: list[str] | None, *, force: bool, progress: Progress = None
 ) -> list[dict[str, Any]]:
     if not settings.s3.bucket:
         return [{"collection": "*", "where": "s3", "status": "failed", "detail": "s3.bucket is not set"}]
     data_dir = os.path.abspath(settings.storage.data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    lock = DataDirLock(data_dir)
+    lock.acquire()  # never restore under a running server
     remote, local = open_s3_store(settings), LocalStore(data_dir)
     rows: list[dict[str, Any]] = []
     try:
@@ -92,6 +69,7 @@ async def restore_from_s3(
                              "detail": f"manifest v{restored.version}, {len(restored.segments)} segments, wal_seq {restored.wal_seq}"})
     finally:
         await remote.close()
+        lock.release()
     return rows
 
 

@@ -412,14 +412,7 @@ def run_import(
 
 
 def _live_ids(collection: Any) -> list[str]:
-    """Every live id of an engine collection, in insertion order.
-
-    The engine has no public listing yet; ``ids()`` is used when it exists, else the live map.
-    """
-    listing = getattr(collection, "ids", None)
-    if callable(listing):
-        return list(listing())
-    return list(collection._where)
+    return collection.ids()
 
 
 _json_line = msgspec.json.Encoder()

@@ -245,3 +245,16 @@ async def test_collection_lifecycle(engine):
     for bad in ("A", "-x", "x" * 64, "../etc", ""):
         with pytest.raises(TierDBError):
             await engine.create_collection(spec(name=bad))
+
+
+async def test_a_data_directory_serves_one_process_at_a_time(engine):
+    from tierdb.engine.engine import Engine
+
+    second = Engine(engine.settings)
+    with pytest.raises(TierDBError, match="in use by another TierDB process") as err:
+        await second.start()
+    assert err.value.kind is ErrorKind.CONFLICT
+    await engine.close()
+    third = Engine(engine.settings)   # released on close
+    await third.start()
+    await third.close()

@@ -661,6 +661,11 @@ class Collection:
     def count(self) -> int:
         return len(self._where)
 
+    def ids(self) -> list[str]:
+        """Every live id (a snapshot)."""
+        with self._rw.read():
+            return list(self._where)
+
     def info(self) -> CollectionInfo:
         return CollectionInfo(
             name=self.name,

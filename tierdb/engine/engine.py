@@ -35,6 +35,7 @@ from ..workers.scheduler import build_scheduler
 from ..workers.uploader import STATE_FILE, Uploader
 from . import manifest as manifests
 from .collection import Collection
+from .dirlock import DataDirLock
 from .ramcache import SegmentRamCache
 from .restore import remote_collection_names, restore_collection
 from .wal import LocalWal, S3Wal
@@ -57,6 +58,7 @@ class Engine:
         self._caches: dict[str, DiskCachedStore] = {}
         self._gcs: dict[str, RemoteGc] = {}
         self.remote_error = ""
+        self._dir_lock = DataDirLock(self.data_dir)
         self._collections: dict[str, Collection] = {}
         self._failed: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -114,6 +116,7 @@ class Engine:
 
     def _prepare_data_dir(self) -> None:
         os.makedirs(self.collections_dir, exist_ok=True)
+        self._dir_lock.acquire()
         node_file = os.path.join(self.data_dir, _NODE_ID_FILE)
         if not os.path.exists(node_file):
             with open(node_file, "w") as f:
@@ -232,6 +235,7 @@ class Engine:
             await cache.close()
         if self.remote is not None:
             await self.remote.close()
+        self._dir_lock.release()
         log.info("engine closed")
 
     async def _drain_uploads(self) -> None:
