@@ -164,6 +164,7 @@ async def test_bad_writes_change_nothing(engine):
         (["b"], random_vectors(1, 7), None),                     # wrong dimension
         (["b"], np.full((1, 8), np.nan, np.float32), None),      # NaN
         (["b"], [[1e39] * 8], None),                             # overflows float32
+        (["b"], [[3e38] * 8], None),                             # finite, but its norm overflows
         (["b", "b"], random_vectors(2, 8), None),                # duplicate id
         ([""], random_vectors(1, 8), None),                      # empty id
         (["x" * 257], random_vectors(1, 8), None),               # too long

@@ -9,6 +9,9 @@ import numpy as np
 
 from ..errors import invalid
 
+# Squared norms and dot products must stay finite in float32 (max ~3.4e38).
+MAX_NORM = 1e18
+
 
 def as_matrix(vectors: object, dimension: int, *, what: str = "vector") -> np.ndarray:
     """A C-contiguous float32 (n, dimension) matrix, or a 400 error naming the problem."""
@@ -31,6 +34,10 @@ def as_matrix(vectors: object, dimension: int, *, what: str = "vector") -> np.nd
     if not finite.all():
         row = int(np.argmin(finite))
         raise invalid(f"{what} {row} contains NaN or infinity (or a value outside float32 range)", row=row)
+    big = np.einsum("ij,ij->i", matrix.astype(np.float64), matrix.astype(np.float64)) > MAX_NORM**2
+    if big.any():
+        row = int(np.argmax(big))
+        raise invalid(f"{what} {row} has a norm above {MAX_NORM:g}; distances would overflow float32", row=row)
     return np.ascontiguousarray(matrix)
 
 
