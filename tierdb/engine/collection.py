@@ -226,6 +226,9 @@ class Collection:
 
     def _commit(self, ops: list[WriteOp]) -> list[Any]:
         """Runs in a worker thread, one batch at a time (GroupCommitter guarantees it)."""
+        if self._wal_uncertain:
+            with self._commit_lock:  # a write reported as failed may have landed: apply it first
+                self._resync_wal()
         results: list[Any] = []
         batch: list[WriteOp] = []
         for op in ops:

@@ -102,7 +102,7 @@ class RetryingStore:
 
     A conditional put is the subtle case: if an attempt fails transiently *after* the
     server stored the object (the response was lost), the retry finds the key taken and
-    gets PRECONDITION.  When an earlier attempt was ambiguous, the store reads the object
+    gets PRECONDITION.  On any PRECONDITION the store reads the object
     back and reports success if it holds exactly our bytes; otherwise another writer won
     and PRECONDITION stands.
     """
@@ -143,24 +143,19 @@ class RetryingStore:
         if not if_absent:
             return await self._call("put", key, lambda: self.inner.put(key, data))
 
-        ambiguous = False
-
         async def attempt() -> None:
-            nonlocal ambiguous
             try:
                 await self.inner.put(key, data, if_absent=True)
             except TierDBError as exc:
-                if is_retryable(exc):
-                    ambiguous = True
-                elif exc.kind is ErrorKind.PRECONDITION and ambiguous:
-                    if await self._holds(key, data):
-                        logger.info(
-                            "conditional put of %r had succeeded on an attempt whose "
-                            "response was lost",
-                            key,
-                            extra={"op": "put", "key": key},
-                        )
-                        return
+                # Read back on every PRECONDITION, not only after an attempt we saw fail: the HTTP
+                # client itself may resend a PUT whose reply was lost on a dropped connection.
+                if exc.kind is ErrorKind.PRECONDITION and await self._holds(key, data):
+                    logger.info(
+                        "conditional put of %r had already succeeded (its response was lost)",
+                        key,
+                        extra={"op": "put", "key": key},
+                    )
+                    return
                 raise
 
         await self._call("put", key, attempt)

@@ -115,18 +115,24 @@ class Uploader:
             await self._put(key, data)
             self.state.segments.append(ref.id)
             uploaded += 1
-        remote = msgspec.structs.replace(current, version=self.state.s3_version + 1)
-        try:
-            await self._put(keys.manifest_key(self.coll.name, remote.version), manifests.encode(remote), if_absent=True)
-        except TierDBError as exc:
-            if exc.kind is ErrorKind.PRECONDITION:
-                raise TierDBError(
-                    ErrorKind.FENCED,
-                    f"collection {self.coll.name!r}: S3 manifest version {remote.version} was written by another "
-                    "writer; this node stops writing the collection",
-                    collection=self.coll.name,
-                ) from exc
-            raise
+        while True:
+            remote = msgspec.structs.replace(current, version=self.state.s3_version + 1)
+            key = keys.manifest_key(self.coll.name, remote.version)
+            try:
+                await self._put(key, manifests.encode(remote), if_absent=True)
+                break
+            except TierDBError as exc:
+                if exc.kind is not ErrorKind.PRECONDITION:
+                    raise
+                if not await self._written_by_this_node(key):
+                    raise TierDBError(
+                        ErrorKind.FENCED,
+                        f"collection {self.coll.name!r}: S3 manifest version {remote.version} was written by "
+                        "another writer; this node stops writing the collection",
+                        collection=self.coll.name,
+                    ) from exc
+                # Our own earlier upload whose state save was lost (crash, lost response): adopt it.
+                self.state.s3_version = remote.version
         self.state.s3_version = remote.version
         self.state.local_version = current.version
         self.state.shipped_seq = max(self.state.shipped_seq, current.wal_seq)
@@ -148,6 +154,10 @@ class Uploader:
             await asyncio.to_thread(self._save)
             uploaded += 1
         return uploaded
+
+    async def _written_by_this_node(self, key: str) -> bool:
+        existing = manifests.decode(await self.remote.get(key), source=key)
+        return bool(existing.writer_id) and existing.writer_id == self.coll.writer_id
 
     async def _put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         try:
