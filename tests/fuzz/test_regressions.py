@@ -46,10 +46,6 @@ def _validate(api_schema: Any, method: str, path: str, response: httpx.Response,
     operation.Case(**case).validate_response(response, checks=[check])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: GET /metrics answers text/plain (Prometheus exposition) but the OpenAPI document says "
-    "application/json with a string body: tierdb/api/controllers/metrics.py declares "
-    "Response[bytes] without a media_type, so Litestar documents JSON"))
 def test_metrics_content_type_is_documented(client: httpx.Client, api_schema: Any) -> None:
     response = client.get("/metrics")
     assert response.status_code == 200

@@ -7,7 +7,7 @@ from litestar import Response, get
 from ... import metrics
 
 
-@get("/metrics", sync_to_thread=False, tags=["operations"], summary="Prometheus metrics")
+@get("/metrics", sync_to_thread=False, tags=["operations"], summary="Prometheus metrics", media_type="text/plain")
 def metrics_endpoint() -> Response[bytes]:
     """Request metrics, per-collection gauges (read from the engine at scrape time), process metrics."""
     body, content_type = metrics.render_latest()
