@@ -21,18 +21,36 @@ class Dataset:
         self.base, self.queries, self.gt = base, queries, gt
 
 
-def load_dataset(n: int | None = None, n_queries: int | None = None) -> Dataset:
-    if not (DATASET_DIR / "base.npy").exists():
-        sys.exit(f"dataset not found at {DATASET_DIR} (set TIERDB_DATASET_DIR)")
-    base = np.load(DATASET_DIR / "base.npy").astype(np.float32)
-    queries = np.load(DATASET_DIR / "queries.npy").astype(np.float32)
-    gt = np.load(DATASET_DIR / "gt_cosine_top100.npy")
+def load_dataset(n: int | None = None, n_queries: int | None = None, directory: str | os.PathLike | None = None) -> Dataset:
+    """base.npy, queries.npy, gt_cosine_top100.npy from ``directory`` (default DATASET_DIR); with
+    ``n`` below the base size, the first ``n`` rows and ground truth recomputed for that prefix."""
+    root = Path(directory) if directory is not None else DATASET_DIR
+    if not (root / "base.npy").exists():
+        sys.exit(f"dataset not found at {root} (set TIERDB_DATASET_DIR or pass a dataset directory)")
+    base = np.load(root / "base.npy", mmap_mode="r")
+    base = np.array(base[:n] if n else base, dtype=np.float32)  # a copy in RAM, not the memory map
+    queries = np.load(root / "queries.npy").astype(np.float32)
+    gt = np.load(root / "gt_cosine_top100.npy")
     if n_queries:
         queries, gt = queries[:n_queries], gt[:n_queries]
-    if n and n < len(base):
-        base = base[:n]
-        gt = np.argsort(-(queries @ base.T), axis=1)[:, :100]
+    if n and n < gt_base_rows(root):
+        gt = exact_top_cosine(base, queries, 100)
     return Dataset(base, queries, gt)
+
+
+def exact_top_cosine(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Brute-force top-k rows of ``base`` by cosine similarity, best first (int32)."""
+    def unit(a: np.ndarray) -> np.ndarray:
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
+    sims = unit(queries) @ unit(base).T
+    top = np.argpartition(-sims, min(k, sims.shape[1] - 1), axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1).astype(np.int32)
+
+
+def gt_base_rows(root: Path) -> int:
+    """Rows in ``root``/base.npy, read from the header only."""
+    return int(np.load(root / "base.npy", mmap_mode="r").shape[0])
 
 
 def recall_at_k(found: list[list[int]], gt: np.ndarray, k: int) -> float:

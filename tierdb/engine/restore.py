@@ -14,7 +14,7 @@ import time
 
 from .. import keys
 from ..errors import corrupt
-from ..models import COLLECTION_NAME, Manifest
+from ..models import COLLECTION_NAME, Manifest, SegmentRef
 from ..storage.base import BlobStore
 from ..workers.uploader import STATE_FILE, UploadState, save_state
 from . import manifest as manifests
@@ -54,6 +54,10 @@ async def wal_tail(remote: BlobStore, name: str, after_seq: int) -> list[tuple[i
     return tail
 
 
+def _matches(ref: SegmentRef, data: bytes) -> bool:
+    return len(data) == ref.size and hashlib.sha256(data).hexdigest() == ref.sha256
+
+
 async def verify_manifest(store: BlobStore, manifest: Manifest) -> list[str]:
     """Problems with the objects a manifest references (missing, wrong size or checksum)."""
     problems = []
@@ -64,7 +68,7 @@ async def verify_manifest(store: BlobStore, manifest: Manifest) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             problems.append(f"{key}: {exc}")
             continue
-        if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+        if not _matches(ref, data):
             problems.append(f"{key}: size or sha256 does not match the manifest")
     return problems
 
@@ -74,12 +78,12 @@ async def restore_collection(remote: BlobStore, local: BlobStore, data_dir: str,
     latest = await manifests.load_latest(remote, name)
     if latest is None:
         return None
-    problems = await verify_manifest(remote, latest)
-    if problems:
-        raise corrupt(f"cannot restore {name!r} from S3: " + "; ".join(problems), collection=name)
-    for ref in latest.segments:
+    for ref in latest.segments:  # one GET per segment: verified in memory, then written locally
         key = keys.segment_key(name, ref.id)
-        await local.put(key, await remote.get(key))
+        data = await remote.get(key)
+        if not _matches(ref, data):
+            raise corrupt(f"cannot restore {name!r} from S3: {key} does not match its manifest entry", collection=name)
+        await local.put(key, data)
     wal_dir = os.path.join(data_dir, keys.wal_prefix(name))
     os.makedirs(wal_dir, exist_ok=True)
     shipped = latest.wal_seq

@@ -1,0 +1,1 @@
+"""One module per system measured by benchmarks/compare.py; ``base`` holds what they share."""
