@@ -16,12 +16,12 @@ import shutil
 import tempfile
 import time
 
-import hnswlib
 import httpx
 import msgspec
 import numpy as np
 
 from common import (
+    build_raw_hnswlib,
     latency_summary,
     load_dataset,
     machine,
@@ -41,23 +41,8 @@ INDEX = IndexSettings()
 
 
 def bench_raw_hnswlib(base: np.ndarray, queries: np.ndarray, gt: np.ndarray) -> dict:
-    index = hnswlib.Index(space="cosine", dim=base.shape[1])
-    index.init_index(max_elements=len(base), M=INDEX.m, ef_construction=INDEX.ef_construction)
-    started = time.perf_counter()
-    index.add_items(base, np.arange(len(base)))
-    build = time.perf_counter() - started
-    index.set_ef(INDEX.ef_search)
-    found, lat = [], []
-    for q in queries:
-        t = time.perf_counter()
-        labels, _ = index.knn_query(q, k=K, num_threads=1)
-        lat.append(time.perf_counter() - t)
-        found.append(labels[0].tolist())
-    return {
-        "ingest_docs_per_sec": round(len(base) / build, 1),
-        "query": latency_summary(lat),
-        "recall_at_10": round(recall_at_k(found, gt, K), 4),
-    }
+    return build_raw_hnswlib(base, queries, gt, m=INDEX.m, ef_construction=INDEX.ef_construction,
+                             ef=INDEX.ef_search, k=K)[1]
 
 
 def engine_settings(data_dir: str) -> Settings:

@@ -47,6 +47,7 @@ import msgspec
 import numpy as np
 from prometheus_client import REGISTRY
 
+import common
 from common import ROOT, latency_summary, load_dataset, machine, markdown_table, recall_at_k, save_results
 
 from tierdb import keys
@@ -118,26 +119,9 @@ def s3_objects(server, prefix: str) -> dict[str, dict[str, int]]:
 
 
 def build_raw_hnswlib(base: np.ndarray, queries: np.ndarray, gt: np.ndarray) -> tuple[hnswlib.Index, dict]:
-    """The baseline of bench_memory.py (same M / ef_construction / ef), keeping the index so its
-    query latency can also be measured interleaved with TierDB's, under the same machine load."""
-    index = hnswlib.Index(space="cosine", dim=base.shape[1])
-    index.init_index(max_elements=len(base), M=INDEX.m, ef_construction=INDEX.ef_construction)
-    started = time.perf_counter()
-    index.add_items(base, np.arange(len(base)))
-    build = time.perf_counter() - started
-    index.set_ef(INDEX.ef_search)
-    found, lat = [], []
-    for q in queries:
-        t = time.perf_counter()
-        labels, _ = index.knn_query(q, k=K, num_threads=1)
-        lat.append(time.perf_counter() - t)
-        found.append(labels[0].tolist())
-    return index, {
-        "build_secs": round(build, 3),
-        "ingest_docs_per_sec": round(len(base) / build, 1),
-        "query": latency_summary(lat),
-        "recall_at_10": round(recall_at_k(found, gt, K), 4),
-    }
+    """The baseline of bench_memory.py (same M / ef_construction / ef), index kept for interleaving."""
+    return common.build_raw_hnswlib(base, queries, gt, m=INDEX.m, ef_construction=INDEX.ef_construction,
+                                    ef=INDEX.ef_search, k=K)
 
 
 # -- measurements shared by both policies ------------------------------------------------------------

@@ -102,3 +102,28 @@ def start_server(data_dir: str, timeout: float = 600.0):
     started = time.perf_counter()
     server.start(timeout=timeout)
     return server, time.perf_counter() - started
+
+
+def build_raw_hnswlib(base, queries, gt, *, m: int, ef_construction: int, ef: int, k: int = 10):
+    """The raw hnswlib baseline: build, then single sequential queries. Returns (index, stats);
+    the index is kept so a caller can also time it interleaved with TierDB under the same load."""
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=base.shape[1])
+    index.init_index(max_elements=len(base), M=m, ef_construction=ef_construction)
+    started = time.perf_counter()
+    index.add_items(base, np.arange(len(base)))
+    build = time.perf_counter() - started
+    index.set_ef(ef)
+    found, lat = [], []
+    for q in queries:
+        t = time.perf_counter()
+        labels, _ = index.knn_query(q, k=k, num_threads=1)
+        lat.append(time.perf_counter() - t)
+        found.append(labels[0].tolist())
+    return index, {
+        "build_secs": round(build, 3),
+        "ingest_docs_per_sec": round(len(base) / build, 1),
+        "query": latency_summary(lat),
+        "recall_at_10": round(recall_at_k(found, gt, k), 4),
+    }
