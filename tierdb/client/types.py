@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from ..models import DlqEntry  # the server's own wire type: one definition for both sides
+
 
 class HnswParams(msgspec.Struct, frozen=True):
     """HNSW index parameters of a collection."""
@@ -74,18 +76,6 @@ class CollectionStatus(msgspec.Struct, frozen=True):
     cache_bytes_ram: int = 0
     cache_bytes_disk: int = 0
     error: str = ""
-
-
-class DlqEntry(msgspec.Struct, frozen=True):
-    """An upload to S3 that failed permanently or ran out of retries."""
-
-    object: str
-    error: str
-    code: str = ""
-    attempts: int = 1
-    permanent: bool = False
-    first_failed_at: float = 0.0
-    last_failed_at: float = 0.0
 
 
 class CompactResult(msgspec.Struct, frozen=True):
