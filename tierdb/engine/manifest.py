@@ -29,7 +29,8 @@ def decode(data: bytes, *, source: str) -> Manifest:
 
 async def versions(store: BlobStore, name: str) -> list[int]:
     infos = await store.list(keys.manifest_prefix(name))
-    return sorted(keys.parse_number(info.key) for info in infos if info.key.endswith(".json"))
+    found = (keys.parse_manifest_key(info.key) for info in infos)
+    return sorted(version for version in found if version is not None)
 
 
 async def load_latest(store: BlobStore, name: str) -> Manifest | None:

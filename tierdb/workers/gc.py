@@ -64,9 +64,8 @@ class RemoteGc:
         for info in await self.remote.list(keys.segment_prefix(self.name)):
             if keys.segment_id_of(info.key) not in referenced:
                 unneeded.add(info.key)
-        firsts = sorted(
-            keys.parse_number(i.key) for i in await self.remote.list(keys.wal_prefix(self.name)) if i.key.endswith(".wal")
-        )
+        wal_objects = await self.remote.list(keys.wal_prefix(self.name))
+        firsts = sorted(seq for seq in (keys.parse_wal_key(i.key) for i in wal_objects) if seq is not None)
         for first, nxt in zip(firsts, firsts[1:]):
             if nxt - 1 <= oldest_wal_seq:
                 unneeded.add(keys.wal_key(self.name, first))
