@@ -4,26 +4,68 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 
+import msgspec
 import pytest
 
-from tests.unit.blobstore_contract import BlobStoreContract
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.storage.cache import DiskCachedStore
+from tierdb.storage.factory import open_s3_store, with_disk_cache
 from tierdb.storage.retry import RetryingStore
+from tierdb.storage.wrapper import without_retries
+from tierdb.testing.store import BlobStoreContract
 
 pytestmark = pytest.mark.s3
 
+# SeaweedFS serialises contending conditional PUTs on one key with a ~1 s poll per
+# waiter, so many racers make the race test slow without testing anything more.
+S3_CONCURRENT_WRITERS = 3
 
-class TestS3Contract(BlobStoreContract):
-    # SeaweedFS serialises contending conditional PUTs on one key with a ~1 s poll per
-    # waiter, so many racers make this slow without testing anything more.
-    concurrent_writers = 3
+
+class TestS3StoreContract(BlobStoreContract):
+    concurrent_writers = S3_CONCURRENT_WRITERS
     many_keys = 23  # with page_size=5: five pages, the last one partial
 
     @pytest.fixture
     async def store(self, make_s3_store):
+        return make_s3_store(page_size=5, retry=None)
+
+
+class TestRetryingS3StoreContract(BlobStoreContract):
+    concurrent_writers = S3_CONCURRENT_WRITERS
+    many_keys = 23
+
+    @pytest.fixture
+    async def store(self, make_s3_store):
         return make_s3_store(page_size=5)
+
+
+class TestProductionRemoteContract(BlobStoreContract):
+    """The engine's remote store exactly as the factory builds it."""
+
+    concurrent_writers = S3_CONCURRENT_WRITERS
+    many_keys = 23
+
+    @pytest.fixture
+    async def store(self, make_settings):
+        store = open_s3_store(make_settings("node"))
+        yield store
+        await store.close()
+
+
+class TestProductionS3OnlyStackContract(BlobStoreContract):
+    """An s3_only collection's store: the disk cache over the factory's remote store."""
+
+    concurrent_writers = S3_CONCURRENT_WRITERS
+    many_keys = 23
+
+    @pytest.fixture
+    async def store(self, make_settings):
+        settings = make_settings("node", policy="s3_only")
+        store = with_disk_cache(open_s3_store(settings), settings, "c")
+        yield store
+        await store.close()
 
 
 def _counter():
@@ -157,3 +199,29 @@ async def test_disk_cache_over_s3(tmp_path, make_s3_store):
 
 async def test_retrying_store_is_what_the_fixture_builds(s3_store):
     assert isinstance(s3_store, RetryingStore)
+
+
+async def test_production_stack_without_retries_sends_one_request(make_settings, s3_settings_factory):
+    # A port nobody listens on: connection refused is transient, so the full stack retries.
+    unreachable = s3_settings_factory(endpoint=f"http://127.0.0.1:{_closed_port()}",
+                                      connect_timeout_secs=1.0)
+    settings = msgspec.structs.replace(make_settings("node"), s3=unreachable)
+    counts, on_request = _counter()
+    remote = open_s3_store(settings, on_request=on_request)
+    try:
+        with pytest.raises(TierDBError) as info:
+            await without_retries(remote).head("health-probe")
+        assert info.value.context["retryable"] is True
+        assert counts["head"] == 1
+        with pytest.raises(TierDBError) as info:
+            await remote.head("health-probe")
+        assert info.value.context["attempts"] == settings.retry.max_retries + 1
+        assert counts["head"] == 1 + settings.retry.max_retries + 1
+    finally:
+        await remote.close()
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

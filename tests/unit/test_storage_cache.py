@@ -3,9 +3,9 @@ import os
 import diskcache
 import pytest
 
-from tests.unit.blobstore_contract import BlobStoreContract
+from tierdb.testing.store import BlobStoreContract
 from tierdb.errors import ErrorKind, TierDBError
-from tierdb.storage.cache import DiskCachedStore, immutable_object
+from tierdb.storage.cache import DiskCachedStore
 from tierdb.storage.faults import FaultInjectingStore
 from tierdb.storage.memory import MemoryStore
 
@@ -32,6 +32,8 @@ class Harness:
 
 
 class TestDiskCachedStoreContract(BlobStoreContract):
+    """Every key cached."""
+
     @pytest.fixture
     async def store(self, tmp_path):
         store = DiskCachedStore(MemoryStore(), str(tmp_path / "c"), 64 * 1024 * KiB,
@@ -40,10 +42,35 @@ class TestDiskCachedStoreContract(BlobStoreContract):
         await store.close()
 
 
-def test_default_predicate_caches_only_immutable_objects():
-    assert immutable_object("collections/c/segments/ab.seg")
-    assert immutable_object("collections/c/wal/00000000000000000001.wal")
-    assert not immutable_object("collections/c/manifest/00000000000000000001.json")
+class TestDiskCachedStoreDefaultPredicateContract(BlobStoreContract):
+    """As in production: segments and WAL objects cached, everything else passed through."""
+
+    @pytest.fixture
+    async def store(self, tmp_path):
+        store = DiskCachedStore(MemoryStore(), str(tmp_path / "c"), 64 * 1024 * KiB)
+        yield store
+        await store.close()
+
+
+async def test_default_predicate_caches_only_immutable_objects(tmp_path):
+    h = Harness(tmp_path)
+    wal = "collections/c/wal/00000000000000000001.wal"
+    manifest = "collections/c/manifest/00000000000000000001.json"
+    for key in (seg("ab"), wal, manifest):
+        await h.store.put(key, b"x")
+        await h.store.get(key)
+    assert h.inner_gets(seg("ab")) == h.inner_gets(wal) == 0
+    assert h.inner_gets(manifest) == 1
+    assert h.store.stats()["entries"] == 2
+
+
+async def test_a_callers_buffer_is_cached_as_bytes(tmp_path):
+    # regression: a bytearray was pickled into the cache and read back as a bytearray
+    h = Harness(tmp_path)
+    await h.store.put(seg("buf"), bytearray(b"abc"))
+    data = await h.store.get(seg("buf"))
+    assert type(data) is bytes and data == b"abc"
+    assert h.inner_gets(seg("buf")) == 0
 
 
 async def test_hits_and_misses(tmp_path):

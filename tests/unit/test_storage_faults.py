@@ -1,6 +1,6 @@
 import pytest
 
-from tests.unit.blobstore_contract import BlobStoreContract
+from tierdb.testing.store import BlobStoreContract
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.storage.faults import FaultInjectingStore
 from tierdb.storage.memory import MemoryStore

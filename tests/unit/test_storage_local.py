@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.unit.blobstore_contract import BlobStoreContract
+from tierdb.testing.store import BlobStoreContract
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.storage import local as local_module
 from tierdb.storage.local import LocalStore

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.unit.blobstore_contract import BlobStoreContract
+from tierdb.testing.store import BlobStoreContract
 from tierdb.storage.memory import MemoryStore
 
 

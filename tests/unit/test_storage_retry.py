@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.blobstore_contract import BlobStoreContract
+from tierdb.testing.store import BlobStoreContract
 from tierdb.config import RetrySettings
 from tierdb.errors import ErrorKind, TierDBError, invalid, not_found
 from tierdb.storage.faults import FaultInjectingStore

@@ -1,13 +1,14 @@
 """The BlobStore protocol: the only thing the engine and workers know about object storage.
 
 Every implementation (local directory, memory, S3) and every wrapper (retry, disk cache,
-metrics, fault injection) satisfies it and passes tests/unit/blobstore_contract.py.
-Keys are relative ("collections/x/segments/ab.seg"); a store maps them under its root/prefix.
+metrics, fault injection; all built on ``wrapper.WrapperStore``) satisfies it and passes the
+contract in ``tierdb.testing.store``.  Keys are relative ("collections/x/segments/ab.seg",
+laid out by ``tierdb.keys``); a store maps them under its root/prefix.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import msgspec
 
@@ -18,7 +19,6 @@ class ObjectInfo(msgspec.Struct, frozen=True):
     etag: str = ""
 
 
-@runtime_checkable
 class BlobStore(Protocol):
     """Async object storage.
 

@@ -1,8 +1,8 @@
 """A read-through disk cache in front of a BlobStore, for immutable objects.
 
-Only keys accepted by ``cacheable`` are cached (default: segments and WAL objects, which
-are never rewritten; manifests advance in place by version and are always read from the
-inner store).  Reads try the cache, then the inner store, then fill the cache; writes go to
+Only keys accepted by ``cacheable`` are cached (default ``keys.is_immutable``: segments and
+WAL objects, which are never rewritten; manifests advance in place by version and are always
+read from the inner store).  Reads try the cache, then the inner store, then fill the cache; writes go to
 the inner store first and then fill the cache; deletes evict.  The cache is an
 optimisation only: any cache failure is logged and the inner store answers.
 
@@ -27,7 +27,9 @@ from collections.abc import Callable
 
 import diskcache
 
-from tierdb.storage.base import BlobStore, ObjectInfo
+from tierdb import keys
+from tierdb.storage.base import BlobStore
+from tierdb.storage.wrapper import WrapperStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +40,7 @@ OnEvent = Callable[[str, int], None]
 _CULL_PROBE = ("tierdb", "cull-probe")
 
 
-def immutable_object(key: str) -> bool:
-    """Segments and WAL objects: written once, safe to cache forever."""
-    return key.endswith((".seg", ".wal"))
-
-
-class DiskCachedStore:
+class DiskCachedStore(WrapperStore):
     def __init__(
         self,
         inner: BlobStore,
@@ -51,12 +48,12 @@ class DiskCachedStore:
         size_limit_bytes: int,
         *,
         on_event: OnEvent | None = None,
-        cacheable: Callable[[str], bool] = immutable_object,
+        cacheable: Callable[[str], bool] = keys.is_immutable,
         max_object_bytes: int | None = None,
     ) -> None:
         if size_limit_bytes <= 0:
             raise ValueError("size_limit_bytes must be positive")
-        self.inner = inner
+        super().__init__(inner)
         self.directory = directory
         self.size_limit = size_limit_bytes
         # An object close to the whole budget would flush the working set for one entry.
@@ -101,6 +98,7 @@ class DiskCachedStore:
         return data
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        data = bytes(data)  # the cache must hold (and give back) bytes, not a caller's buffer
         cacheable = self._cacheable(key)
         if cacheable and not if_absent:
             # An overwrite whose outcome is unknown (lost response) must not leave the
@@ -114,12 +112,6 @@ class DiskCachedStore:
         await self.inner.delete(key)
         if self._cacheable(key):
             await self._evict(key)
-
-    async def list(self, prefix: str) -> list[ObjectInfo]:
-        return await self.inner.list(prefix)
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        return await self.inner.head(key)
 
     async def close(self) -> None:
         cache, self._cache = self._cache, None

@@ -20,6 +20,7 @@ from typing import Literal, TypeVar
 
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.storage.base import BlobStore, ObjectInfo
+from tierdb.storage.wrapper import WrapperStore
 
 T = TypeVar("T")
 
@@ -57,11 +58,11 @@ def permanent_error(op: str, key: str) -> TierDBError:
     )
 
 
-class FaultInjectingStore:
+class FaultInjectingStore(WrapperStore):
     def __init__(
         self, inner: BlobStore, *, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.faults: list[Fault] = []
         self.calls: list[tuple[str, str]] = []
         self._sleep = sleep
@@ -125,9 +126,6 @@ class FaultInjectingStore:
 
     async def head(self, key: str) -> ObjectInfo | None:
         return await self._apply("head", key, lambda: self.inner.head(key))
-
-    async def close(self) -> None:
-        await self.inner.close()
 
     # -- internals ---------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import TypeVar
 from tierdb.config import RetrySettings
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.storage.base import BlobStore, ObjectInfo
+from tierdb.storage.wrapper import WrapperStore, without_retries
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ async def retry_call(
             retry_index += 1
 
 
-class RetryingStore:
+class RetryingStore(WrapperStore):
     """Wraps a BlobStore so every operation is retried by ``retry_call``.
 
     A conditional put is the subtle case: if an attempt fails transiently *after* the
@@ -116,14 +117,14 @@ class RetryingStore:
         rng: Rng = random.random,
         on_retry: OnRetry | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.settings = settings
         self._sleep = sleep
         self._rng = rng
         self._on_retry = on_retry
 
-    def __repr__(self) -> str:
-        return f"RetryingStore({self.inner!r})"
+    def without_retries(self) -> BlobStore:
+        return without_retries(self.inner)
 
     async def _call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await retry_call(
@@ -177,6 +178,3 @@ class RetryingStore:
 
     async def head(self, key: str) -> ObjectInfo | None:
         return await self._call("head", key, lambda: self.inner.head(key))
-
-    async def close(self) -> None:
-        await self.inner.close()

@@ -1,4 +1,4 @@
-"""The behaviour every BlobStore (and every wrapper) must have.
+"""The behaviour every BlobStore (and every wrapper) must have, as a pytest base class.
 
 Subclass ``BlobStoreContract`` in a ``Test*`` class and override the ``store`` fixture:
 
@@ -7,7 +7,8 @@ Subclass ``BlobStoreContract`` in a ``Test*`` class and override the ``store`` f
         async def store(self):
             yield MemoryStore()
 
-Class attributes tune the cost for slow backends.
+Every test is behavioural: it writes, reads, lists and deletes through the store and checks
+what comes back.  Class attributes tune the cost for slow backends.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ import random
 
 import pytest
 
+from tierdb import keys
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.storage.base import BlobStore, ObjectInfo
+
+# Keys of the real layout, so that wrappers that treat some objects specially (the disk
+# cache keeps segments and WAL objects) take those paths too.
+SEGMENT = keys.segment_key("c", "ab" * 16)
+WAL = keys.wal_key("c", 1)
 
 PAYLOADS = [
     pytest.param(b"", id="empty"),
@@ -37,9 +44,6 @@ class BlobStoreContract:
     async def store(self) -> BlobStore:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    async def test_satisfies_protocol(self, store: BlobStore) -> None:
-        assert isinstance(store, BlobStore)
-
     @pytest.mark.parametrize("data", PAYLOADS)
     async def test_put_get_roundtrip(self, store: BlobStore, data: bytes) -> None:
         await store.put("collections/c/segments/a.seg", data)
@@ -50,6 +54,32 @@ class BlobStoreContract:
         await store.put("k/obj", b"two!")
         assert await store.get("k/obj") == b"two!"
         assert (await store.head("k/obj")).size == 4
+
+    async def test_put_keeps_its_own_copy_and_get_returns_bytes(self, store: BlobStore) -> None:
+        for key in (SEGMENT, "k/buffer"):
+            buffer = bytearray(b"original")
+            await store.put(key, buffer)
+            buffer[:] = b"changed!"
+            for _ in range(2):  # a cache fill, then a cache hit
+                data = await store.get(key)
+                assert type(data) is bytes and data == b"original", (key, data)
+
+    @pytest.mark.parametrize("key", [SEGMENT, WAL])
+    async def test_immutable_object_lifecycle(self, store: BlobStore, key: str) -> None:
+        await store.put(key, b"v1", if_absent=True)
+        assert await store.get(key) == b"v1"
+        assert await store.get(key) == b"v1"
+        await store.put(key, b"v2")  # overwrites are allowed even for write-once objects
+        assert await store.get(key) == b"v2"
+        await store.delete(key)
+        assert await store.head(key) is None
+        with pytest.raises(TierDBError) as info:
+            await store.get(key)
+        assert info.value.kind is ErrorKind.NOT_FOUND
+        assert [i.key for i in await store.list(keys.collection_prefix("c"))] == []
+        await store.put(key, b"v3", if_absent=True)
+        assert await store.get(key) == b"v3"
+        assert (await store.head(key)).size == 2
 
     async def test_if_absent_on_new_key(self, store: BlobStore) -> None:
         await store.put("k/new", b"x", if_absent=True)
