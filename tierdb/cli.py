@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, keys
 from .config import ConfigError, Settings, load_settings, redacted
 
 EXIT_OK = 0
@@ -242,7 +242,7 @@ def _run_export(args: argparse.Namespace) -> int:
     )
     data_dir = settings.storage.data_dir
     fail = _failure_printer(args.json)
-    if not os.path.isdir(os.path.join(data_dir, "collections")):
+    if not os.path.isdir(keys.collections_dir(data_dir)):
         return fail(EXIT_CONFIG, "not_found", f"no TierDB data directory at {data_dir} (give --data-dir)")
     try:
         result = asyncio.run(export_collection(

@@ -26,6 +26,7 @@ import os
 import re
 
 COLLECTIONS = "collections"
+COLLECTIONS_PREFIX = f"{COLLECTIONS}/"  # lists every collection's objects
 NODE_ID_FILE = "node_id"
 DLQ_FILE = "dlq.json"
 UPLOAD_STATE_FILE = "upload_state.json"

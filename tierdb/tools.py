@@ -23,7 +23,7 @@ from .storage.local import LocalStore
 
 
 def _local_names(data_dir: str) -> list[str]:
-    root = os.path.join(data_dir, "collections")
+    root = keys.collections_dir(data_dir)
     return sorted(n for n in os.listdir(root) if not n.startswith(".")) if os.path.isdir(root) else []
 
 
@@ -57,7 +57,7 @@ async def restore_from_s3(
                     rows.append({"collection": name, "where": "s3", "status": "skipped",
                                  "detail": f"{latest.spec.tiering_policy} collections live in S3; nothing to restore"})
                     continue
-                shutil.rmtree(os.path.join(data_dir, keys.collection_prefix(name)), ignore_errors=True)
+                shutil.rmtree(keys.collection_dir(data_dir, name), ignore_errors=True)
                 restored = await restore_collection(remote, local, data_dir, name)
             except TierDBError as exc:
                 rows.append({"collection": name, "where": "s3", "status": "failed", "detail": exc.message})

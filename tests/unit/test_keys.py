@@ -19,6 +19,7 @@ def test_builders_and_parsers_round_trip():
                 keys.segment_key("my-coll", SEG_ID), keys.collection_prefix("my-coll"),
                 keys.wal_prefix("my-coll")):
         assert keys.collection_of(key) == "my-coll"
+        assert key.startswith(keys.COLLECTIONS_PREFIX)
 
 
 @pytest.mark.parametrize("key", [
