@@ -75,6 +75,10 @@ class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class UploaderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interval_secs: float = 1.0
+    # memory_s3: after a failed upload run the next one waits a capped exponential backoff with
+    # full jitter (never gives up); a permanent failure is re-probed on the same schedule.
+    backoff_base_secs: float = 1.0
+    backoff_max_secs: float = 30.0
     group_commit_ms: float = 15.0    # s3_only: concurrent writers share one WAL PUT in this window
 
 
@@ -330,6 +334,8 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("retry.max_backoff_secs", _positive, "must be positive"),
     ("uploader.interval_secs", _positive, "must be positive"),
     ("uploader.group_commit_ms", _non_negative, "must not be negative"),
+    ("uploader.backoff_base_secs", _non_negative, "must not be negative"),
+    ("uploader.backoff_max_secs", _positive, "must be positive"),
     ("cache.disk_bytes", _positive, "must be positive"),
     ("cache.ram_bytes", _positive, "must be positive"),
     ("gc.interval_secs", _positive, "must be positive"),
@@ -374,6 +380,8 @@ def _check(layers: _Layers) -> None:
         )
     if values["retry.max_backoff_secs"] < values["retry.base_backoff_secs"]:
         raise layers.fail("retry.max_backoff_secs", "must be at least retry.base_backoff_secs")
+    if values["uploader.backoff_max_secs"] < values["uploader.backoff_base_secs"]:
+        raise layers.fail("uploader.backoff_max_secs", "must be at least uploader.backoff_base_secs")
     policy = values["storage.tiering_policy"]
     if policy != "memory" and not values["s3.bucket"]:
         source = layers.sources["storage.tiering_policy"]

@@ -139,6 +139,11 @@ _COLLECTION_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("storage_s3_upload_queue_size", "Objects waiting to be uploaded to S3", "upload_queue_size"),
     ("storage_s3_upload_lag_seconds", "Age of the oldest acknowledged write not yet in S3", "upload_lag_secs"),
     (
+        "storage_s3_upload_failed_runs",
+        "Consecutive failed upload runs (retried with backoff; 0 once a run succeeds)",
+        "upload_failures",
+    ),
+    (
         "storage_last_snapshot_timestamp_seconds",
         "Unix time the last manifest (snapshot) was published",
         "last_snapshot_ts",

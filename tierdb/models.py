@@ -152,6 +152,9 @@ class CollectionStats(msgspec.Struct):
     upload_queue_size: int = 0
     upload_lag_secs: float = 0.0
     upload_lag_bytes: int = 0
+    upload_failures: int = 0         # consecutive failed upload runs (0: the last one succeeded)
+    upload_error: str = ""           # the last upload failure, while failures > 0
+    upload_retry_in_secs: float = 0.0  # backoff left before the next upload attempt
     dlq_size: int = 0
     fenced: bool = False
     cache_bytes_ram: int = 0

@@ -100,7 +100,7 @@ def make_settings(tmp_path, s3_env: S3Server, s3_prefix: str) -> Callable[..., S
             compaction=CompactionSettings(interval_secs=3600, threshold_ops=100_000, max_age_secs=3600),
             s3=s3,
             retry=FAST_RETRY,
-            uploader=UploaderSettings(interval_secs=3600, group_commit_ms=2),
+            uploader=UploaderSettings(interval_secs=3600, group_commit_ms=2, backoff_base_secs=0.0),  # tests drive runs
             gc=GcSettings(interval_secs=3600, keep_manifests=3, grace_secs=600),
         )
         values.update(sections)

@@ -114,7 +114,8 @@ async def test_memory_s3_upload_rides_out_latency_5xx_and_lost_responses(make_se
     await assert_fresh_node_matches(make_settings, "b", "memory_s3", expected, nn, ids)
 
 
-async def test_memory_s3_exhausted_retries_and_permanent_errors_go_to_the_dlq(make_settings, fault_stores, s3_up):
+async def test_memory_s3_exhausted_retries_keep_retrying_and_permanent_errors_heal_by_themselves(
+        make_settings, fault_stores, s3_up):
     injectors = fault_stores("inner")
     settings = make_settings("a", retry=RETRY)
     node = await started(settings)
@@ -129,23 +130,24 @@ async def test_memory_s3_exhausted_retries_and_permanent_errors_go_to_the_dlq(ma
     await coll.compact()
     stuck = faults.inject("transient", ops="put", prefix=keys.manifest_prefix(NAME))   # every attempt
     await coll.uploader.run_once()
-    [entry] = coll.dlq_entries()
-    assert entry.object.startswith(keys.manifest_prefix(NAME))
-    assert entry.attempts == RETRY.max_retries + 1 and not entry.permanent
+    await coll.uploader.run_once()
+    assert coll.dlq_entries() == []                       # transient: never the DLQ ...
+    assert coll.stats().upload_failures == 2              # ... but counted, and retried
     ids += await fill(coll, 200, 10, seed=2)              # writes are still acknowledged
-    assert await coll.uploader.run_once() == 0            # paused while the DLQ holds entries
     faults.remove(stuck)
     store = plain_store(settings, s3_up)
     try:
         assert (await s3_chain_report(store, NAME))["versions"] == [1]   # S3 kept its consistent state
 
-        assert await coll.dlq_retry() == 1
-        faults.inject("permanent", ops="put", times=1)     # 403-like: never retried
+        ids += await fill(coll, 210, 10, seed=3)
+        faults.inject("permanent", ops="put", times=2)     # 403-like: never retried within a run
         await coll.uploader.run_once()
         [entry] = coll.dlq_entries()
         assert entry.permanent and entry.attempts == 1
-        assert await coll.dlq_retry() == 1
-        assert await coll.uploader.run_once() >= 1
+        await coll.uploader.run_once()                     # the re-probe is still refused
+        [entry] = coll.dlq_entries()
+        assert entry.attempts == 2
+        assert await coll.uploader.run_once() >= 1         # the cause cleared: no operator needed
         assert coll.dlq_entries() == [] and coll.state == "ready"
         report = await s3_chain_report(store, NAME)
     finally:
@@ -175,12 +177,11 @@ async def test_memory_s3_lost_manifest_response_then_more_writes_does_not_fence_
     faults.inject("lose_response", ops="put", prefix=keys.manifest_prefix(NAME), times=1)
     faults.inject("transient", ops="put", prefix=keys.manifest_prefix(NAME), times=RETRY.max_retries)
     await coll.uploader.run_once()
-    assert len(coll.dlq_entries()) == 1
+    assert coll.dlq_entries() == [] and coll.stats().upload_failures == 1
     assert faults.faults == []
 
     ids += await fill(coll, 150, 50, seed=2)
     await coll.compact()                                  # the local manifest moves on
-    await coll.dlq_retry()
     await coll.uploader.run_once()
     try:
         assert coll.state == "ready", f"the node fenced itself: {coll.error}"
@@ -267,8 +268,7 @@ async def test_memory_s3_network_faults_through_the_chaos_proxy(make_settings, c
     await coll.uploader.run_once()
     [entry] = coll.dlq_entries()
     assert entry.permanent and entry.attempts == 1 and entry.code == "AccessDenied"
-    await coll.dlq_retry()
-    assert await coll.uploader.run_once() >= 1 and coll.dlq_entries() == []
+    assert await coll.uploader.run_once() >= 1 and coll.dlq_entries() == []   # healed by itself
 
     store = plain_store(settings, s3_up)
     try:

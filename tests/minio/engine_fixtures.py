@@ -36,7 +36,7 @@ def make_settings(tmp_path, s3_settings_factory, s3_env):
             compaction=CompactionSettings(interval_secs=3600, threshold_ops=10_000),
             s3=s3,
             retry=FAST_RETRY,
-            uploader=UploaderSettings(interval_secs=3600, group_commit_ms=5),
+            uploader=UploaderSettings(interval_secs=3600, group_commit_ms=5, backoff_base_secs=0.0),  # tests drive runs
             gc=GcSettings(interval_secs=3600, keep_manifests=3, grace_secs=0),
         )
         defaults.update(sections)

@@ -14,6 +14,7 @@ from tierdb.models import CollectionStats
 GAUGES = {
     "storage_s3_upload_queue_size",
     "storage_s3_upload_lag_seconds",
+    "storage_s3_upload_failed_runs",
     "storage_last_snapshot_timestamp_seconds",
     "storage_segments",
     "storage_wal_bytes",
@@ -56,7 +57,7 @@ def test_collector_yields_current_values_at_scrape_time():
         current[:] = [
             _stats(
                 "a", count=4, upload_queue_size=5, upload_lag_secs=1.5, last_snapshot_ts=1_700_000_000.0,
-                dlq_size=2, fenced=True, memtable_rows=11,
+                dlq_size=2, fenced=True, memtable_rows=11, upload_failures=3,
             ),
             _stats("b", count=1),
         ]
@@ -67,6 +68,7 @@ def test_collector_yields_current_values_at_scrape_time():
         assert s[("storage_s3_upload_lag_seconds", a)] == 1.5
         assert s[("storage_last_snapshot_timestamp_seconds", a)] == 1_700_000_000.0
         assert s[("storage_dlq_size", a)] == 2
+        assert s[("storage_s3_upload_failed_runs", a)] == 3
         assert s[("storage_fenced", a)] == 1
         assert s[("storage_memtable_rows", a)] == 11
         assert s[("storage_documents", (("collection", "b"),))] == 1

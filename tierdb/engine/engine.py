@@ -207,8 +207,10 @@ class Engine:
         if policy.uploads:
             assert self.remote is not None
             coll_dir = os.path.join(self.data_dir, keys.collection_prefix(coll.name))
-            coll.dlq = DeadLetterQueue(os.path.join(coll_dir, "dlq.json"))
-            coll.uploader = Uploader(coll, self.store, self.remote, coll.dlq, os.path.join(coll_dir, STATE_FILE))
+            fsync = self.settings.storage.fsync
+            coll.dlq = DeadLetterQueue(os.path.join(coll_dir, "dlq.json"), fsync=fsync)
+            coll.uploader = Uploader(coll, self.store, self.remote, coll.dlq, os.path.join(coll_dir, STATE_FILE),
+                                     settings=self.settings.uploader, fsync=fsync)
         if policy.segments_in_s3:
             coll.cache_stats = self._caches[coll.name].stats
             coll.attach_ram_cache(

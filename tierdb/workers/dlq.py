@@ -1,20 +1,24 @@
 """The per-collection dead-letter queue, durable on local disk.
 
-An entry records an upload that failed permanently or exhausted its retries.  The data itself
-never leaves the local disk: the upload queue is derived from local state, so the DLQ only
-blocks the collection's uploads (S3 keeps its last consistent state) until an operator
-retries (the entries are re-enqueued) or clears it (the next snapshot re-uploads a complete
-state).
+An entry records an upload that failed with an error that needs a human (access denied, no
+such bucket, a checksum mismatch, ...); transient failures never land here.  The data itself
+never leaves the local disk: the upload queue is derived from local state, so an entry only
+holds the collection's uploads back (S3 keeps its last consistent state).  The uploader
+re-probes with backoff and drops the entries itself once an upload succeeds (``resolved``);
+``retry`` (an operator) drops them and makes the uploader try at once; ``clear`` drops them and
+asks for a full snapshot first.
+
+Every method writes the file (blocking I/O, fsync): call them through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import msgspec
 
+from ..durable_file import write_atomic
 from ..errors import corrupt
 from ..models import DlqEntry
 
@@ -25,10 +29,13 @@ class _DlqFile(msgspec.Struct):
 
 
 class DeadLetterQueue:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, fsync: bool = True) -> None:
         self.path = path
+        self.fsync = fsync
         self._lock = threading.Lock()
         self._state = self._load()
+        # Bumped by every operator retry/clear: the uploader then skips its backoff once.
+        self.operator_requests = 0
 
     def _load(self) -> _DlqFile:
         try:
@@ -40,12 +47,7 @@ class DeadLetterQueue:
             raise corrupt(f"dead-letter queue {self.path} is unreadable: {exc}", path=self.path) from exc
 
     def _save(self) -> None:
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(msgspec.json.encode(self._state))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, msgspec.json.encode(self._state), fsync=self.fsync)
 
     def __len__(self) -> int:
         return len(self._state.entries)
@@ -77,12 +79,24 @@ class DeadLetterQueue:
             self._save()
 
     def retry(self) -> int:
-        """Re-enqueue every entry (the uploader tries them again on its next run)."""
+        """Re-enqueue every entry: the uploader tries again on its next run, without waiting
+        for its backoff."""
         with self._lock:
-            count = len(self._state.entries)
+            self.operator_requests += 1
+            return self._drop()
+
+    def resolved(self) -> int:
+        """Drop the entries because uploads succeed again (nothing is lost: the queue is
+        derived from local state, which the successful run has shipped)."""
+        with self._lock:
+            return self._drop()
+
+    def _drop(self) -> int:
+        count = len(self._state.entries)
+        if count:
             self._state.entries = []
             self._save()
-            return count
+        return count
 
     def clear(self) -> int:
         """Drop the entries; the next upload is a full snapshot, so S3 becomes whole again."""
@@ -91,6 +105,7 @@ class DeadLetterQueue:
             self._state.entries = []
             self._state.needs_snapshot = count > 0 or self._state.needs_snapshot
             self._save()
+            self.operator_requests += 1
             return count
 
     def snapshot_done(self) -> None:

@@ -10,8 +10,21 @@ Each run, for one collection:
 S3 after any prefix of these steps: a manifest whose objects all exist + WAL objects that
 continue it.  What to upload is derived from durable local state (WAL files, segment files,
 manifest, and ``upload_state.json`` written after each success), so a restart resumes the queue.
-An idle collection costs no request.  Failures: permanent errors and exhausted retries go to the
-collection's dead-letter queue, which pauses its uploads until an operator retries or clears it.
+An idle collection costs no request.
+
+Failures never stop the uploader for good:
+- transient ones (connection refused, timeouts, 5xx, throttling; what RetryingStore gave up on)
+  keep the work queued; the next run waits a capped exponential backoff with full jitter
+  (``uploader.backoff_base_secs`` .. ``backoff_max_secs``) and tries again, for as long as it
+  takes, while the upload lag grows (and ``S3UploadLagHigh`` fires);
+- permanent ones (access denied, no such bucket, checksum mismatch, ...) also go to the
+  collection's dead-letter queue for a human to see; runs continue on the same backoff as
+  re-probes, and the first run that succeeds empties the DLQ by itself.  ``dlq retry`` skips
+  the wait;
+- FENCED (another writer owns the collection) stops the collection for good.
+
+The upload lag survives restarts: ``oldest_unshipped_at`` in the state file is the ack time
+of the oldest write S3 lacks, which records replayed at start-up (no ack time in memory) use.
 """
 
 from __future__ import annotations
@@ -19,16 +32,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from .. import keys, metrics
+from ..config import RetrySettings, UploaderSettings
+from ..durable_file import write_atomic
 from ..engine import manifest as manifests
 from ..errors import ErrorKind, TierDBError
 from ..models import CollectionStats
 from ..storage.base import BlobStore
+from ..storage.retry import backoff_delay, is_retryable
 from .dlq import DeadLetterQueue
 
 if TYPE_CHECKING:
@@ -45,16 +63,43 @@ class UploadState(msgspec.Struct):
     shipped_seq: int = 0           # every WAL record up to here is in S3 (as WAL or in a manifest)
     segments: list[str] = []       # segment ids in S3
     caught_up_at: float = 0.0      # when S3 last held everything acknowledged
+    oldest_unshipped_at: float = 0.0  # ack time of the oldest write S3 lacks; 0 = none
 
 
 class Uploader:
-    def __init__(self, coll: "Collection", local: BlobStore, remote: BlobStore, dlq: DeadLetterQueue, state_path: str) -> None:
+    def __init__(
+        self,
+        coll: "Collection",
+        local: BlobStore,
+        remote: BlobStore,
+        dlq: DeadLetterQueue,
+        state_path: str,
+        *,
+        settings: UploaderSettings | None = None,
+        fsync: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.coll = coll
         self.local = local
         self.remote = remote
         self.dlq = dlq
         self.state_path = state_path
+        self.fsync = fsync
+        settings = settings or UploaderSettings()
+        self._backoff = RetrySettings(
+            max_retries=0, base_backoff_secs=settings.backoff_base_secs, max_backoff_secs=settings.backoff_max_secs
+        )
+        self._clock = clock
+        self._rng = rng
         self.state = self._load()
+        # Records recovered at start-up have no ack time in memory; up to here the lag comes
+        # from the persisted ``oldest_unshipped_at``.
+        self._replayed_through = coll.last_seq
+        self.failures = 0                     # consecutive failed runs
+        self.last_error = ""
+        self._next_attempt_at = 0.0           # clock() time before which runs wait (backoff)
+        self._operator_requests = dlq.operator_requests
         self._lock = asyncio.Lock()
 
     # -- durable state ----------------------------------------------------------------------------
@@ -63,19 +108,32 @@ class Uploader:
             with open(self.state_path, "rb") as f:
                 return msgspec.json.decode(f.read(), type=UploadState)
         except FileNotFoundError:
-            return UploadState(caught_up_at=time.time())
+            # Never uploaded: S3 has lacked this collection since it was created.
+            return UploadState(caught_up_at=self.coll.spec.created_at or time.time())
 
     def _save(self) -> None:
-        save_state(self.state_path, self.state)
+        save_state(self.state_path, self.state, fsync=self.fsync)
+
+    async def _persist(self) -> None:
+        self._refresh_oldest_unshipped()
+        await asyncio.to_thread(self._save)
 
     def shipped_seq(self) -> int:
         return self.state.shipped_seq
 
     # -- the job ----------------------------------------------------------------------------------
-    async def run_once(self) -> int:
-        """Upload what S3 lacks; returns the number of objects uploaded."""
+    async def run_once(self, *, force: bool = False) -> int:
+        """Upload what S3 lacks; returns the number of objects uploaded.  After a failure, runs
+        within the backoff return 0 at once unless ``force`` (or an operator's DLQ retry)."""
         async with self._lock:
-            if self.coll.state != "ready" or len(self.dlq):
+            if self.coll.state != "ready":
+                return 0
+            if self._refresh_oldest_unshipped():
+                await asyncio.to_thread(self._save)   # the lag must survive a restart
+            if self.dlq.operator_requests != self._operator_requests:
+                self._operator_requests = self.dlq.operator_requests
+                force = True
+            if not force and self._clock() < self._next_attempt_at:
                 return 0
             if self.dlq.needs_snapshot:
                 await self.coll.flush(force=True)
@@ -84,13 +142,16 @@ class Uploader:
                 uploaded += await self._ship_manifest()
                 uploaded += await self._ship_wal()
             except TierDBError as exc:
-                self._failed(exc)
+                await self._failed(exc)
                 return uploaded
+            await self._succeeded()
             if self.dlq.needs_snapshot and self.state.local_version == self.coll.manifest.version:
                 await asyncio.to_thread(self.dlq.snapshot_done)
             self._forget_shipped_acks()
             if self.state.shipped_seq >= self.coll.last_seq:
                 self.state.caught_up_at = time.time()
+            if self._refresh_oldest_unshipped():
+                await asyncio.to_thread(self._save)
             if uploaded:
                 await asyncio.to_thread(self.coll.wal.remove_covered, self.coll.wal_floor())
             return uploaded
@@ -137,7 +198,7 @@ class Uploader:
         self.state.local_version = current.version
         self.state.shipped_seq = max(self.state.shipped_seq, current.wal_seq)
         self.state.segments = [ref.id for ref in current.segments]
-        await asyncio.to_thread(self._save)
+        await self._persist()
         return uploaded + 1
 
     async def _ship_wal(self) -> int:
@@ -151,7 +212,7 @@ class Uploader:
             data = await asyncio.to_thread(_read, wal_file.path)
             await self._put(keys.wal_key(self.coll.name, wal_file.first_seq), data, if_absent=True)
             self.state.shipped_seq = last_seq
-            await asyncio.to_thread(self._save)
+            await self._persist()
             uploaded += 1
         return uploaded
 
@@ -169,24 +230,39 @@ class Uploader:
                 raise
         metrics.S3_UPLOADS.labels(collection=self.coll.name).inc()
 
-    def _failed(self, exc: TierDBError) -> None:
+    async def _succeeded(self) -> None:
+        if self.failures or len(self.dlq):
+            resolved = await asyncio.to_thread(self.dlq.resolved)
+            log.info(
+                "uploads to S3 resumed",
+                extra={"collection": self.coll.name, "failed_runs": self.failures, "dlq_resolved": resolved},
+            )
+        self.failures = 0
+        self.last_error = ""
+        self._next_attempt_at = 0.0
+
+    async def _failed(self, exc: TierDBError) -> None:
         if exc.kind is ErrorKind.FENCED:
             self.coll._note_failure(exc, "upload")
             return
+        self.failures += 1
+        self.last_error = exc.message
+        delay = backoff_delay(self.failures - 1, self._backoff, self._rng)
+        self._next_attempt_at = self._clock() + delay
         key = str(exc.context.get("key", ""))
-        permanent = exc.context.get("retryable") is not True
-        self.dlq.add(
-            key or "(unknown)",
-            exc.message,
-            code=str(exc.context.get("code") or exc.context.get("status") or exc.kind.value),
-            attempts=int(exc.context.get("attempts", 1)),
-            permanent=permanent,
+        code = str(exc.context.get("code") or exc.context.get("status") or exc.kind.value)
+        context = {"collection": self.coll.name, "key": key, "code": code, "error": exc.message,
+                   "failed_runs": self.failures, "retry_in_secs": round(delay, 3)}
+        if is_retryable(exc):
+            # S3 is unreachable or overloaded: nothing for a human to do, so no DLQ entry.
+            log.warning("upload failed transiently; retrying after a backoff", extra=context)
+            return
+        await asyncio.to_thread(
+            self.dlq.add, key or "(unknown)", exc.message,
+            code=code, attempts=int(exc.context.get("attempts", 1)), permanent=True,
         )
         metrics.S3_PERMANENT_FAILURES.labels(collection=self.coll.name).inc()
-        log.error(
-            "upload failed; sent to the dead-letter queue",
-            extra={"collection": self.coll.name, "key": key, "error": exc.message, "permanent": permanent},
-        )
+        log.error("upload failed permanently; in the dead-letter queue, re-probed after a backoff", extra=context)
 
     # -- status -----------------------------------------------------------------------------------
     def fill_stats(self, stats: CollectionStats) -> None:
@@ -194,35 +270,56 @@ class Uploader:
             (f, last) for f, last in self.coll.wal.sealed_files() if last > self.state.shipped_seq
         ] if isinstance(getattr(self.coll.wal, "directory", None), str) else []
         behind = self.coll.last_seq > self.state.shipped_seq
-        manifest_pending = self.coll.manifest is not None and self.coll.manifest.version != self.state.local_version
+        manifest_pending = self._manifest_pending()
         stats.upload_queue_size = len(pending_wal) + (1 if behind and not pending_wal else 0) + int(manifest_pending)
         stats.upload_lag_bytes = sum(_size(f.path) for f, _ in pending_wal) + (
             self.coll.wal.active_size() if behind else 0
         )
-        stats.upload_lag_secs = round(self.oldest_unshipped_age(), 3) if (behind or manifest_pending) else 0.0
+        stats.upload_lag_secs = round(self.oldest_unshipped_age(), 3)
+        stats.upload_failures = self.failures
+        stats.upload_error = self.last_error
+        stats.upload_retry_in_secs = round(max(0.0, self._next_attempt_at - self._clock()), 3) if self.failures else 0.0
+
+    def _manifest_pending(self) -> bool:
+        return self.coll.manifest is not None and self.coll.manifest.version != self.state.local_version
 
     def _forget_shipped_acks(self) -> None:
         acks = self.coll.ack_times
         while acks and acks[0][0] <= self.state.shipped_seq:
             acks.popleft()
 
-    def oldest_unshipped_age(self) -> float:
-        """Seconds since the oldest acknowledged write that S3 does not hold yet was acknowledged."""
+    def _oldest_unshipped_write(self) -> float:
+        """Ack time of the oldest acknowledged write S3 lacks; 0.0 when S3 holds every write."""
+        if self.coll.last_seq <= self.state.shipped_seq:
+            return 0.0
         self._forget_shipped_acks()
         acks = self.coll.ack_times
-        if acks:
-            return max(0.0, time.time() - acks[0][1])
-        # Writes replayed at start-up have no ack time: count from the last time S3 was whole.
-        return max(0.0, time.time() - self.state.caught_up_at)
+        if self.state.shipped_seq >= self._replayed_through and acks:
+            return acks[0][1]
+        # Replayed at start-up (no ack time in memory): the persisted time, else the last time
+        # S3 was whole (an upper bound of the age).
+        return self.state.oldest_unshipped_at or self.state.caught_up_at
+
+    def _refresh_oldest_unshipped(self) -> bool:
+        """Update ``state.oldest_unshipped_at``; True when it became non-zero or zero, i.e. when
+        the file must be written now (a move between two non-zero times waits for the next save:
+        the older time on disk only overstates the lag)."""
+        oldest = self._oldest_unshipped_write()
+        changed = bool(oldest) != bool(self.state.oldest_unshipped_at)
+        self.state.oldest_unshipped_at = oldest
+        return changed
+
+    def oldest_unshipped_age(self) -> float:
+        """Seconds since the oldest acknowledged write that S3 does not hold yet was acknowledged
+        (or, with only a newer local manifest pending, since S3 was last whole); 0 when none."""
+        oldest = self._oldest_unshipped_write()
+        if not oldest and self._manifest_pending():
+            oldest = self.state.caught_up_at
+        return max(0.0, time.time() - oldest) if oldest else 0.0
 
 
-def save_state(path: str, state: UploadState) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(msgspec.json.encode(state))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def save_state(path: str, state: UploadState, *, fsync: bool = True) -> None:
+    write_atomic(path, msgspec.json.encode(state), fsync=fsync)
 
 
 def _read(path: str) -> bytes:
