@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from .errors import TierDBError
-from .models import POLICIES, normalize_policy
+from .models import DEFAULT_MAX_NESTING_DEPTH, POLICIES, normalize_policy
 
 MiB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
@@ -31,6 +31,7 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_k: int = 1_000
     max_query_vectors: int = 1_000
     max_dimension: int = 4_096       # largest vector dimension a collection may declare (hard cap 4096)
+    max_nesting_depth: int = DEFAULT_MAX_NESTING_DEPTH  # objects/arrays in one metadata value or filter
     shutdown_timeout_secs: float = 30.0
 
 
@@ -314,6 +315,8 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("server.max_k", _positive, "must be positive"),
     ("server.max_query_vectors", _positive, "must be positive"),
     ("server.max_dimension", lambda v: 1 <= v <= 4096, "must be between 1 and 4096"),
+    # Stored metadata is decoded, compared and encoded recursively (Python recursion limit 1000).
+    ("server.max_nesting_depth", lambda v: 1 <= v <= 256, "must be between 1 and 256"),
     ("server.shutdown_timeout_secs", _non_negative, "must not be negative"),
     ("storage.data_dir", bool, "must not be empty"),
     ("index.threshold", _non_negative, "must not be negative"),

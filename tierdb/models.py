@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import math
 import re
 from typing import Any, Literal
 
@@ -12,6 +14,13 @@ from .errors import invalid
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MAX_ID_BYTES = 256
 MAX_DIMENSION = 4096
+# Default of server.max_nesting_depth: objects/arrays nested inside one metadata value or filter.
+DEFAULT_MAX_NESTING_DEPTH = 64
+NESTING_SETTING = "server.max_nesting_depth"
+# Ids the single-document route GET .../documents/{id} cannot address (see check_new_ids).
+RESERVED_IDS = frozenset({".", "..", "get", "delete"})
+_ID_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1   # what msgpack (WAL, segments) can store
 
 Metric = Literal["cosine", "l2", "ip"]
 METRICS: tuple[str, ...] = ("cosine", "l2", "ip")
@@ -38,6 +47,78 @@ def validate_collection_name(name: str) -> str:
             field="name",
         )
     return name
+
+
+def check_new_ids(ids: list[str]) -> None:
+    """Ids a write may create: every id must stay reachable by every route, so no ``/`` (servers
+    decode ``%2F`` before routing), no control characters, not ``.``/``..`` (clients collapse dot
+    segments) and not ``get``/``delete`` (the POST routes beside ``/documents/{id}``).
+
+    Reads and deletes accept any string, so documents stored before this rule stay reachable
+    through POST .../documents/get and .../documents/delete.
+    """
+    for i, doc_id in enumerate(ids):
+        problem = None
+        if "/" in doc_id:
+            problem = "must not contain '/'"
+        elif _ID_CONTROL_CHARS.search(doc_id):
+            problem = "must not contain control characters (U+0000-U+001F, U+007F)"
+        elif doc_id in RESERVED_IDS:
+            problem = f"is reserved (not addressable as GET .../documents/{doc_id})"
+        if problem:
+            raise invalid(f"documents[{i}].id {doc_id!r} {problem}", field=f"documents[{i}].id")
+
+
+def check_json_value(value: Any, where: str, max_depth: int, depth: int = 0) -> None:
+    """``value`` must read back identically as JSON: objects with string keys, arrays, strings,
+    finite floats, 64-bit integers, booleans and null, with containers nested at most
+    ``max_depth`` deep (the value itself counts as level 1 when it is an object or array).
+    ``where`` names ``value`` in the error (``documents[3].metadata``), extended per level.
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise invalid(f"{where}: integer {value} does not fit in 64 bits", field=where)
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise invalid(f"{where}: NaN and infinity are not allowed (not representable in JSON)", field=where)
+        return
+    if isinstance(value, (dict, list, tuple)):
+        depth += 1
+        if depth > max_depth:
+            raise invalid(
+                f"{where}: nested deeper than {max_depth} levels of objects/arrays ({NESTING_SETTING})",
+                field=where, limit=max_depth,
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise invalid(
+                        f"{where}: object keys must be strings, got {_kind(key)} key {key!r}", field=where
+                    )
+                check_json_value(item, f"{where}.{key}", max_depth, depth)
+        else:
+            for i, item in enumerate(value):
+                check_json_value(item, f"{where}[{i}]", max_depth, depth)
+        return
+    raise invalid(f"{where}: {_kind(value)} is not allowed (only JSON values)", field=where)
+
+
+def _kind(value: Any) -> str:
+    """How a client would name the type of ``value`` (msgpack decodes ext -1 as datetime)."""
+    if value is None:
+        return "null"
+    if isinstance(value, msgspec.msgpack.Ext):
+        return f"msgpack ext type {value.code}"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "binary (msgpack bin)"
+    if isinstance(value, datetime.datetime):
+        return "timestamp (msgpack ext type -1)"
+    return {bool: "boolean", int: "integer", float: "float", str: "string", tuple: "array", list: "array"}.get(
+        type(value), f"value of type {type(value).__name__}"
+    )
 
 
 class HnswParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

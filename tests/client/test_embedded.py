@@ -197,3 +197,23 @@ def test_an_engine_left_open_is_closed_at_exit(tmp_path) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     with tierdb.open(tmp_path / "db") as db:
         assert db.get_one("docs", "a").vector == [1.0, 0.0]
+
+
+def test_embedded_rejects_what_the_server_rejects(tmp_path) -> None:
+    """Same rule, same place (the engine): ids, metadata and filters the server refuses with 400."""
+    deep: dict = {"x": 1}
+    for _ in range(100):
+        deep = {"x": deep}
+    with tierdb.open(tmp_path / "db", **{"server.max_nesting_depth": 64}) as db:
+        db.create_collection("docs", DIM)
+        db.upsert("docs", ["ok"], [[1.0] * DIM], [{"a": 1}])
+        bad_writes = [
+            (["a/b"], [None]), (["x"], [{"e": msgspec.msgpack.Ext(1, b"")}]), (["x"], [{"k": {1: 2}}]),
+            (["x"], [{"f": float("nan")}]), (["x"], [deep]),
+        ]
+        for ids, metas in bad_writes:
+            with pytest.raises(InvalidRequest):
+                db.upsert("docs", ids, [[1.0] * DIM], metas)
+        with pytest.raises(InvalidRequest, match="must be strings"):
+            db.query("docs", vector=[1.0] * DIM, filter={"a": {1: "x", "b": 2}})
+        assert db.count("docs") == 1

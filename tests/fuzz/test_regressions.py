@@ -53,14 +53,10 @@ def test_metrics_content_type_is_documented(client: httpx.Client, api_schema: An
     _validate(api_schema, "GET", "/metrics", response, content_type_conformance)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a query with no hits answers {\"results\": []}, which matches BOTH QueryResult and "
-    "BatchQueryResult, but the 200 response schema of POST /v1/collections/{name}/query is a "
-    "oneOf of the two (Litestar's rendering of Response[QueryResult | BatchQueryResult] in "
-    "tierdb/api/controllers/query.py): valid under more than one branch = invalid; it should be "
-    "anyOf (or one schema)"))
 def test_query_with_no_hits_matches_the_response_schema(client: httpx.Client, api_schema: Any,
                                                         empty_collection: str) -> None:
+    """{"results": []} fits both QueryResult and BatchQueryResult: the 200 schema is an anyOf
+    of the two (a oneOf rejects a body valid under both; openapi.union_responses_as_any_of)."""
     body = {"vector": [1.0, 0.0, 0.0, 0.0], "k": 3}
     response = client.post(f"/v1/collections/{empty_collection}/query", json=body)
     assert response.status_code == 200
@@ -70,7 +66,7 @@ def test_query_with_no_hits_matches_the_response_schema(client: httpx.Client, ap
 
 
 def test_query_with_hits_matches_the_response_schema(client: httpx.Client, api_schema: Any) -> None:
-    """The non-empty cases of the same operation do conform (the oneOf branches differ)."""
+    """The non-empty cases of the same operation conform too."""
     for body in ({"vector": [1.0, 1.0, 0.0, 0.0], "k": 2, "include": ["metadata", "vector"]},
                  {"vectors": [[1.0, 1.0, 0.0, 0.0]] * 2, "k": 2}):
         response = client.post(f"/v1/collections/{FUZZ_COLLECTION}/query", json=body)
@@ -79,17 +75,13 @@ def test_query_with_hits_matches_the_response_schema(client: httpx.Client, api_s
                   path_parameters={"name": FUZZ_COLLECTION}, body=body, media_type="application/json")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor, HTTP conformance): the automatic OPTIONS answer lists only the methods of one "
-    "route handler when several share a path: OPTIONS /v1/collections says 'Allow: OPTIONS, POST' "
-    "(GET missing), OPTIONS /v1/collections/{name} says 'DELETE, OPTIONS' (GET missing), "
-    "OPTIONS /admin/collections/{name}/dlq misses GET (Litestar's default OPTIONS handler)"))
 @pytest.mark.parametrize(("path", "methods"), [
     ("/v1/collections", {"GET", "POST"}),
     (f"/v1/collections/{FUZZ_COLLECTION}", {"GET", "DELETE"}),
     (f"/admin/collections/{FUZZ_COLLECTION}/dlq", {"GET", "DELETE"}),
 ])
 def test_options_allow_header_lists_every_method(client: httpx.Client, path: str, methods: set[str]) -> None:
+    """Litestar 2 answered with the methods of one handler only (app._complete_options_allow)."""
     response = client.options(path)
     assert response.status_code in (200, 204)
     allowed = {m.strip() for m in response.headers.get("allow", "").split(",")}
@@ -117,3 +109,30 @@ def test_integer_fields_reject_huge_and_fractional_numbers_with_400(client: http
     big = client.post(f"/v1/collections/{FUZZ_COLLECTION}/documents",
                       json={"documents": [{"id": "huge", "vector": [0.0] * 4, "metadata": {"n": 2**70}}]})
     assert big.status_code == 400, big.text
+
+
+@pytest.mark.parametrize(("route", "content_type", "raw"), [
+    ("documents", "application/msgpack",       # metadata with an ext value (was 200, then every read 500)
+     msgspec.msgpack.encode({"documents": [{"id": "e", "vector": [0.0] * 4, "metadata": {"x": msgspec.msgpack.Ext(1, b"")}}]})),
+    ("documents", "application/msgpack",       # metadata with an integer key
+     msgspec.msgpack.encode({"documents": [{"id": "e", "vector": [0.0] * 4, "metadata": {"x": {1: 2}}}]})),
+    ("documents", "application/json",          # 2000 levels: RecursionError in the decoder (was 500)
+     b'{"documents": [{"id": "e", "vector": [0,0,0,0], "metadata": {"x": ' + b"[" * 2000 + b"]" * 2000 + b"}}]}"),
+    ("query", "application/json",              # $and 5000 deep (was 500)
+     b'{"vector": [0,0,0,0], "filter": ' + b'{"$and": [' * 5000 + b'{"a": 1}' + b"]}" * 5000 + b"}"),
+    ("query", "application/msgpack",           # mixed key types in a literal: filter_key's sort (was 500)
+     msgspec.msgpack.encode({"vector": [0.0] * 4, "filter": {"a": {"b": 1, 2: 3}}})),
+    ("documents", "application/json",          # an id GET /documents/{id} cannot reach (was stored)
+     b'{"documents": [{"id": "a/b", "vector": [0,0,0,0]}]}'),
+    ("documents", "application/json",          # a duplicated key (was: the last one silently won)
+     b'{"documents": [{"id": "a", "id": "b", "vector": [0,0,0,0]}]}'),
+], ids=["ext-metadata", "int-key-metadata", "deep-metadata", "deep-and", "mixed-key-literal", "slash-id",
+        "duplicate-key"])
+def test_hostile_bodies_are_400_and_change_nothing(client: httpx.Client, route: str, content_type: str,
+                                                   raw: bytes) -> None:
+    before = client.get(f"/v1/collections/{FUZZ_COLLECTION}").json()["count"]
+    response = client.post(f"/v1/collections/{FUZZ_COLLECTION}/{route}", content=raw,
+                           headers={"content-type": content_type})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid" and response.json()["message"]
+    assert client.get(f"/v1/collections/{FUZZ_COLLECTION}").json()["count"] == before

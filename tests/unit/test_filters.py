@@ -90,3 +90,40 @@ def test_eq_and_ne_partition_documents(docs, value):
     for d in docs:
         assert eq(d) != ne(d)
         assert or_(d)
+
+
+# -- hostile filters (issue 9 items 5, 6): a clear 400, never a crash ---------------------------
+
+
+@pytest.mark.parametrize("spec", [
+    {"a": {1: "x", "b": 2}},           # mixed key types in a literal: filter_key could not sort them
+    {"a": {"$in": [{"b": 1, None: 2}]}},
+    {"$or": [{3: 1}]},
+    {"a": {"$eq": 1, (1,): 2}},
+    {"a": {"$eq": float("nan")}},
+    {"a": {"$gt": float("inf")}},
+    {"a": b"bytes"},
+])
+def test_literals_follow_the_metadata_rule(spec) -> None:
+    with pytest.raises(TierDBError) as excinfo:
+        compile_filter(spec)
+    assert excinfo.value.kind.value == "invalid"
+    assert excinfo.value.message.startswith("filter")
+
+
+def test_depth_counts_every_object_and_array() -> None:
+    assert compile_filter({"a": [[1]]}, max_depth=3)({"a": [[1]]})
+    for spec in ({"a": [[[1]]]}, {"$and": [{"a": 1}]}, {"a": {"$in": [[1]]}}):
+        with pytest.raises(TierDBError, match="deeper than 2 levels .*server.max_nesting_depth"):
+            compile_filter(spec, max_depth=2)
+    deep: dict = {"a": 1}
+    for _ in range(5000):
+        deep = {"$or": [deep]}
+    with pytest.raises(TierDBError, match="deeper than 64 levels"):
+        compile_filter(deep)
+
+
+def test_filter_key_is_canonical_for_valid_filters() -> None:
+    from tierdb.engine.filters import filter_key
+
+    assert filter_key({"b": {"$in": [1, 2]}, "a": 1}) == filter_key({"a": 1, "b": {"$in": [1, 2]}})

@@ -14,6 +14,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
+from litestar.routes import HTTPRoute
 
 from ..config import Settings
 from ..engine.engine import Engine
@@ -24,7 +25,7 @@ from .controllers.admin import add_admin_schemas
 from .errors import EXCEPTION_HANDLERS
 from .lifecycle import EngineHost
 from .middleware import observe_request
-from .openapi import add_request_schemas, openapi_config
+from .openapi import add_request_schemas, openapi_config, union_responses_as_any_of
 
 
 def _lifespan(host: EngineHost) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
@@ -53,14 +54,34 @@ def _dependencies(host: EngineHost) -> dict[str, Provide]:
     }
 
 
+def _complete_options_allow(app: Litestar) -> None:
+    """Make the automatic OPTIONS answers list every method of their path.
+
+    Litestar 2 (issue litestar-org/litestar#4169, fixed in v3) builds a path's OPTIONS handler
+    with the first route for that path and keeps it when it merges more handlers into a new
+    route, so ``Allow`` misses their methods.  The handler reads only ``route.methods``: point
+    it at the merged route.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            fn = handler.fn
+            if handler.http_methods != {"OPTIONS"} or getattr(fn, "__name__", "") != "options_handler":
+                continue
+            for cell in getattr(fn, "__closure__", None) or ():
+                if isinstance(cell.cell_contents, HTTPRoute):
+                    cell.cell_contents = route
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
     """Build the API around ``engine`` (or a new ``Engine(settings)``, created at startup)."""
     host = EngineHost(settings, engine)
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         dependencies=_dependencies(host),
         lifespan=[_lifespan(host)],
-        on_startup=[add_request_schemas, add_admin_schemas, log_security_mode],
+        on_startup=[add_request_schemas, union_responses_as_any_of, add_admin_schemas, log_security_mode],
         state=State({SETTINGS_STATE_KEY: settings}),  # read by the auth guards (auth.py)
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
@@ -74,3 +95,5 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    _complete_options_allow(app)
+    return app

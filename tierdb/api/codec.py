@@ -7,11 +7,17 @@ msgpack go through exactly the same validation and every error names the offendi
 Requests: ``Content-Type: application/json`` (or absent, or any ``+json`` type),
 ``application/msgpack`` / ``application/x-msgpack`` / ``application/vnd.msgpack``.
 Responses: JSON unless ``Accept`` prefers msgpack.  Error responses are always JSON.
+
+Two things msgspec lets through are refused here: nesting so deep that decoding would exhaust
+the recursion limit (400 naming server.max_nesting_depth, never a RecursionError -> 500), and
+a key repeated in one JSON object (msgspec silently keeps the last one).
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,6 +26,8 @@ from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from ..errors import invalid
+from ..models import DEFAULT_MAX_NESTING_DEPTH, NESTING_SETTING
+from .auth import SETTINGS_STATE_KEY
 
 T = TypeVar("T")
 
@@ -68,8 +76,10 @@ def unsupported_media_type(media_type: str) -> HTTPException:
     )
 
 
-def decode(body: bytes, media_type: str, tp: type[T]) -> T:
-    """Decode and validate ``body`` into ``tp``; every failure is an INVALID error naming the problem."""
+def decode(body: bytes, media_type: str, tp: type[T], max_depth: int = DEFAULT_MAX_NESTING_DEPTH) -> T:
+    """Decode and validate ``body`` into ``tp``; every failure is an INVALID error naming the problem.
+    ``max_depth`` (server.max_nesting_depth) only names the limit in the too-deep error: the depth
+    of metadata and filters is checked by the engine, which every caller goes through."""
     if _is_json(media_type):
         decoder: msgspec.json.Decoder[T] | msgspec.msgpack.Decoder[T] = _json_decoder(tp)
         fmt = "JSON"
@@ -81,11 +91,20 @@ def decode(body: bytes, media_type: str, tp: type[T]) -> T:
     if not body:
         raise invalid(f"request body is empty: expected a {fmt} object")
     try:
-        return decoder.decode(body)
+        value = decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise invalid(f"invalid request body: {exc}") from None
     except msgspec.DecodeError as exc:
         raise invalid(f"malformed {fmt} body: {exc}") from None
+    except RecursionError:
+        raise invalid(
+            f"request body nested too deeply: metadata and filters may nest at most {max_depth} "
+            f"levels of objects/arrays ({NESTING_SETTING})",
+            limit=max_depth,
+        ) from None
+    if fmt == "JSON":
+        check_unique_json_keys(body, value, max_depth)
+    return value
 
 
 async def decode_body(request: Request[Any, Any, Any], tp: type[T]) -> T:
@@ -93,7 +112,99 @@ async def decode_body(request: Request[Any, Any, Any], tp: type[T]) -> T:
     media_type = request_media_type(request)
     if not (_is_json(media_type) or media_type in MSGPACK_TYPES):
         raise unsupported_media_type(media_type)  # before reading a body we cannot parse
-    return decode(await request.body(), media_type, tp)
+    max_depth = request.app.state[SETTINGS_STATE_KEY].server.max_nesting_depth
+    return decode(await request.body(), media_type, tp, max_depth)
+
+
+# -- duplicate keys in JSON objects -------------------------------------------------------------
+
+# Ends every object key; inside a string only after an escaped quote (\" :), so counting these
+# gives an upper bound of the keys written in the text.
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+_KEY_FOLLOWS = re.compile(rb"[ \t\r\n]*:").match
+_BRACES = re.compile(rb"[{}]")
+_REQUIRED = object()
+
+
+def check_unique_json_keys(body: bytes, value: Any, max_depth: int) -> None:
+    """Refuse a key that appears twice in one object of ``body`` (already decoded into ``value``).
+
+    Fast path, cheap enough for bulk upserts: when the key tokens in the text are exactly as
+    many as the distinct keys the decoded value holds (counted as a lower bound, see
+    ``_count_keys``), nothing was repeated.  Otherwise scan the text exactly.
+    """
+    if len(_KEY_END.findall(body)) == _count_keys(value, max_depth + 4):  # + the request's own levels
+        return
+    duplicate = _find_duplicate_key(body)
+    if duplicate is not None:
+        key, where = duplicate
+        raise invalid(f"duplicate key {key!r} in {where}: a key may appear only once per JSON object")
+
+
+@functools.cache
+def _field_defaults(tp: type[msgspec.Struct]) -> tuple[tuple[str, Any], ...]:
+    fields = msgspec.structs.fields(tp)
+    return tuple(
+        (f.name, _REQUIRED if f.required else (f.default_factory() if f.default is msgspec.NODEFAULT else f.default))
+        for f in fields
+    )
+
+
+def _count_keys(value: Any, levels: int) -> int:
+    """A lower bound of the distinct object keys in ``value``: a Struct field equal to its default
+    may have been left out (not counted), lists are looked into only when they start with a
+    container, and nothing deeper than ``levels`` is counted."""
+    if levels <= 0:
+        return 0
+    if isinstance(value, msgspec.Struct):
+        count = 0
+        for name, default in _field_defaults(type(value)):
+            item = getattr(value, name)
+            if default is _REQUIRED or item != default:
+                count += 1 + _count_keys(item, levels - 1)
+        return count
+    if isinstance(value, dict):
+        return len(value) + sum([_count_keys(item, levels - 1) for item in value.values()])
+    if isinstance(value, list) and value and isinstance(value[0], (dict, list, msgspec.Struct)):
+        return sum([_count_keys(item, levels - 1) for item in value])
+    return 0
+
+
+def _find_duplicate_key(body: bytes) -> tuple[str, str] | None:
+    """The first key repeated within one object of the valid JSON text ``body``, and which object."""
+    parts = body.split(b'"')  # even parts are outside strings, odd parts inside
+    outer: list[tuple[set[bytes], str]] = []
+    seen: set[bytes] = set()
+    where = label = "the top-level object"  # where: the open object; label: for the next one
+    i = 0
+    while True:
+        outside = parts[i]
+        if b"{" in outside or b"}" in outside:
+            for brace in _BRACES.findall(outside):
+                if brace == b"{":
+                    outer.append((seen, where))
+                    seen, where = set(), label
+                else:
+                    label = where  # a sibling in the same array gets the same name
+                    seen, where = outer.pop()
+        i += 1
+        if i >= len(parts):
+            return None
+        text = parts[i]
+        while _escaped_quote_at_end(text):  # the string goes on after an escaped quote
+            i += 1
+            text += b'"' + parts[i]
+        i += 1
+        if _KEY_FOLLOWS(parts[i]):
+            key = json.loads(b'"' + text + b'"').encode("utf-8", "surrogatepass") if b"\\" in text else text
+            if key in seen:
+                return key.decode("utf-8", "replace"), where
+            seen.add(key)
+            label = f"the object under {key.decode('utf-8', 'replace')!r}"
+
+
+def _escaped_quote_at_end(text: bytes) -> bool:
+    return (len(text) - len(text.rstrip(b"\\"))) % 2 == 1
 
 
 def wants_msgpack(request: Request[Any, Any, Any]) -> bool:

@@ -14,7 +14,15 @@ from typing import Any
 import msgspec
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.spec import Components, OpenAPIMediaType, Operation, Reference, RequestBody, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
 
 from .. import __version__
 from .codec import JSON, MSGPACK
@@ -74,6 +82,22 @@ def add_request_schemas(app: Litestar) -> None:
     """On startup: merge the request schemas into the app's (cached) OpenAPI document."""
     components = app.openapi_schema.components
     components.schemas = {**request_components(), **(components.schemas or {})}
+
+
+def union_responses_as_any_of(app: Litestar) -> None:
+    """On startup: response unions as ``anyOf``, not Litestar's ``oneOf``.
+
+    ``Response[QueryResult | BatchQueryResult]`` is a oneOf, but ``{"results": []}`` (no hits)
+    is valid under both branches, so every empty answer would violate its own schema.
+    """
+    for path_item in (app.openapi_schema.paths or {}).values():
+        operations = (getattr(path_item, method) for method in ("get", "put", "post", "delete", "patch"))
+        for operation in filter(None, operations):
+            for response in (operation.responses or {}).values():
+                for media in (getattr(response, "content", None) or {}).values():
+                    schema = media.schema
+                    if isinstance(schema, Schema) and schema.one_of and not schema.any_of:
+                        schema.any_of, schema.one_of = schema.one_of, None
 
 
 _ERROR_DESCRIPTIONS = {

@@ -37,6 +37,8 @@ from ..models import (
     Hit,
     Manifest,
     SegmentRef,
+    check_json_value,
+    check_new_ids,
 )
 from ..tiering import POLICIES
 from ..workers.dlq import DeadLetterQueue
@@ -187,6 +189,7 @@ class Collection:
     async def upsert(self, ids: list[str], vectors: Any, metadata: list[dict | None] | None = None) -> int:
         self._check_writable()
         _check_ids(ids)
+        check_new_ids(ids)
         matrix = as_matrix(vectors, self.spec.dimension)
         if len(matrix) != len(ids):
             raise invalid(f"got {len(ids)} ids but {len(matrix)} vectors")
@@ -194,7 +197,7 @@ class Collection:
             metadata = [None] * len(ids)
         elif len(metadata) != len(ids):
             raise invalid(f"got {len(ids)} ids but {len(metadata)} metadata entries")
-        _check_metadata(ids, metadata)
+        _check_metadata(ids, metadata, self.settings.server.max_nesting_depth)
         started = time.perf_counter()
         result = await self._committer.submit(WriteOp("upsert", list(ids), matrix, list(metadata)))
         metrics.INSERTS.labels(collection=self.name).inc(len(ids))
@@ -211,7 +214,7 @@ class Collection:
         if filter is None:
             op = WriteOp("delete", list(ids or []))
         else:
-            compile_filter(filter)  # validate before anything is written
+            compile_filter(filter, self.settings.server.max_nesting_depth)  # validate before anything is written
             op = WriteOp("delete_filter", list(ids) if ids is not None else [], filter=filter)
         results = await self._committer.submit(op)
         metrics.DELETES.labels(collection=self.name).inc(results)
@@ -322,7 +325,7 @@ class Collection:
 
     def _ids_matching(self, spec: dict, among: list[str] | None) -> list[str]:
         """Live ids whose metadata matches; only those listed in ``among`` when given."""
-        predicate = compile_filter(spec)
+        predicate = compile_filter(spec, self.settings.server.max_nesting_depth)
         with self._rw.read():
             if among is None:
                 candidates = self._where.items()
@@ -359,7 +362,7 @@ class Collection:
         if ef is not None and (not isinstance(ef, int) or not 1 <= ef <= 100_000):
             raise invalid(f"ef must be an integer between 1 and 100000, got {ef!r}", field="ef")
         matrix = as_matrix(vectors, self.spec.dimension, what="query vector")
-        predicate = compile_filter(filter) if filter is not None else None
+        predicate = compile_filter(filter, self.settings.server.max_nesting_depth) if filter is not None else None
         started = time.perf_counter()
         hits = await asyncio.to_thread(
             self._query_sync, matrix, k, predicate, filter_key(filter) if filter is not None else "",
@@ -737,15 +740,16 @@ def _check_ids(ids: list[str], *, allow_duplicates: bool = False) -> None:
 _metadata_encoder = msgspec.msgpack.Encoder()
 
 
-def _check_metadata(ids: list[str], metadata: list[dict | None]) -> None:
+def _check_metadata(ids: list[str], metadata: list[dict | None], max_depth: int) -> None:
     for i, md in enumerate(metadata):
         if md is None:
             continue
         if not isinstance(md, dict):
             raise invalid(f"metadata of document {i} ({ids[i]!r}) must be a JSON object or null")
+        check_json_value(md, f"documents[{i}].metadata", max_depth)
         try:
             _metadata_encoder.encode(md)
-        except (OverflowError, TypeError) as exc:
+        except (OverflowError, TypeError, ValueError) as exc:  # e.g. a lone surrogate in a str
             raise invalid(f"metadata of document {i} ({ids[i]!r}) cannot be stored: {exc}") from exc
 
 
