@@ -23,11 +23,16 @@ RUN python -m venv "$VIRTUAL_ENV" \
  && "$VIRTUAL_ENV/bin/pip" install --upgrade pip setuptools wheel
 
 WORKDIR /src
-# Dependencies first (cached while only the source changes), then the package itself.
-COPY pyproject.toml README.md ./
+# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes, so
+# editing the source does not recompile hnswlib. Then the package itself, without dependencies.
+COPY pyproject.toml ./
+RUN "$VIRTUAL_ENV/bin/python" -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && "$VIRTUAL_ENV/bin/pip" install -r /tmp/requirements.txt \
+ && "$VIRTUAL_ENV/bin/python" -c "import hnswlib, numpy"
+COPY README.md ./
 COPY tierdb ./tierdb
-RUN "$VIRTUAL_ENV/bin/pip" install . \
- && "$VIRTUAL_ENV/bin/python" -c "import hnswlib, numpy, tierdb"
+RUN "$VIRTUAL_ENV/bin/pip" install --no-deps . \
+ && "$VIRTUAL_ENV/bin/python" -c "import tierdb"
 
 # --- runtime: no compiler, non-root ----------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    create .venv, install TierDB, serve on the embedded default (memory policy, ./data, :8080)
-#   make test   create .venv, install TierDB + test tools + promtool, run the whole suite (incl. real S3)
+#   make test   create .venv, install TierDB + test tools + promtool (into .venv/bin), run the whole suite
+#               (incl. real S3); needs root/sudo only if apt has no package lists yet
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -24,8 +25,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-system-deps:
-	bash scripts/install-system-deps.sh
+system-deps: | $(VENV)/bin/python
+	bash scripts/install-system-deps.sh $(VENV)/bin
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tierdb serve

@@ -1,68 +1,101 @@
 #!/usr/bin/env bash
 # Install the system tools TierDB's test suite needs (today: promtool, for the alert-rule tests).
 #
-# Idempotent: does nothing when promtool is already on PATH. Meant for Debian/Ubuntu where
-# promtool ships in the `prometheus` package. Safe in containers without systemd: service
-# starts by the package's maintainer scripts are denied through a temporary policy-rc.d.
+# promtool ships in the Debian/Ubuntu package `prometheus`. Installing that package would also
+# install and start a Prometheus server (port 9090, which docker-compose.minio.yml uses too), so
+# this script does not install it: it downloads the .deb (`apt-get download`, no root needed)
+# and extracts only the promtool binary into BIN_DIR. No service is installed or enabled.
 #
-# Usage: scripts/install-system-deps.sh        (run as root, or with sudo available)
+# Root (or sudo) is needed only when apt has no package lists yet (fresh containers), for
+# `apt-get update`. An apt/dpkg run by another process (unattended-upgrades on a fresh VM) is
+# waited for, up to $APT_LOCK_TIMEOUT seconds (default 600), instead of failing at once.
+#
+# Idempotent: does nothing when promtool is on PATH or already in BIN_DIR.
+#
+# Usage: scripts/install-system-deps.sh [--force] [BIN_DIR]      (BIN_DIR default: .venv/bin)
+#   --force   download promtool into BIN_DIR even if another promtool is on PATH
 set -euo pipefail
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }
 
-if command -v promtool >/dev/null 2>&1; then
-    log "promtool already installed: $(promtool --version 2>&1 | head -n1)"
+FORCE=0
+if [ "${1:-}" = "--force" ]; then
+    FORCE=1
+    shift
+fi
+BIN_DIR="${1:-.venv/bin}"
+APT_LOCK_TIMEOUT="${APT_LOCK_TIMEOUT:-600}"
+APT_LOCK_RETRY_SECS="${APT_LOCK_RETRY_SECS:-5}"
+
+if [ -x "$BIN_DIR/promtool" ] && "$BIN_DIR/promtool" --version >/dev/null 2>&1; then
+    log "promtool already installed: $BIN_DIR/promtool"
+    exit 0
+fi
+if [ "$FORCE" -eq 0 ] && command -v promtool >/dev/null 2>&1; then
+    log "promtool already on PATH: $(command -v promtool)"
     exit 0
 fi
 
+if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then
+    log "ERROR: promtool is not installed and apt-get/dpkg-deb are unavailable."
+    log "Install promtool by hand: it ships in the Prometheus release tarball"
+    log "(https://prometheus.io/download/); put it on PATH or into $BIN_DIR."
+    exit 2
+fi
+
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        log "ERROR: need root (or sudo) to install the Debian package 'prometheus' (provides promtool)."
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+fi
+
+# apt-get update, waiting for a lock held by another apt/dpkg process. DPkg::Lock::Timeout makes
+# apt >= 1.9.11 wait by itself; the retry loop covers older apt and the package-lists lock.
+apt_update() {
+    if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
+        log "ERROR: apt has no usable package lists and updating them needs root: run this script"
+        log "as root or with sudo available (or run 'sudo apt-get update' first)."
+        exit 1
+    fi
+    local deadline=$((SECONDS + APT_LOCK_TIMEOUT)) output
+    while true; do
+        if output=$($SUDO env DEBIAN_FRONTEND=noninteractive \
+                apt-get -o DPkg::Lock::Timeout="$APT_LOCK_TIMEOUT" update -q 2>&1); then
+            return 0
+        fi
+        if grep -qiE 'could not get lock|unable to lock|is another process using it' <<<"$output" \
+                && [ "$SECONDS" -lt "$deadline" ]; then
+            log "apt is locked by another process; waiting (up to ${APT_LOCK_TIMEOUT}s)"
+            sleep "$APT_LOCK_RETRY_SECS"
+            continue
+        fi
+        printf '%s\n' "$output" >&2
+        log "ERROR: apt-get update failed"
+        exit 1
+    done
+}
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+download() { (cd "$WORK" && apt-get download -q prometheus >/dev/null 2>&1); }
+
+log "downloading the Debian package 'prometheus' (for promtool only; nothing is installed system-wide)"
+if ! download; then
+    log "apt-get download failed; updating the package lists"
+    apt_update
+    if ! download; then
+        log "ERROR: 'apt-get download prometheus' failed (no such package in the configured apt sources?)"
         exit 1
     fi
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    log "ERROR: promtool is not on PATH and apt-get is unavailable."
-    log "Install promtool by hand: it ships with Prometheus (Debian/Ubuntu package 'prometheus',"
-    log "or the official release tarball from https://prometheus.io/download/), then put it on PATH."
-    log "Neither PyPI nor npm carries an official promtool build, so there is no fallback here."
-    exit 2
-fi
-
-# Deny service starts from maintainer scripts (no init system in containers; a start attempt
-# could fail or hang the postinst). Any existing policy-rc.d is set aside and restored afterwards.
-POLICY=/usr/sbin/policy-rc.d
-BACKUP="$POLICY.tierdb-backup.$$"
-had_policy=0
-restore_policy() {
-    if [ "$had_policy" -eq 1 ]; then
-        $SUDO mv -f "$BACKUP" "$POLICY"
-    else
-        $SUDO rm -f "$POLICY"
-    fi
-}
-if [ -e "$POLICY" ]; then
-    $SUDO cp -p "$POLICY" "$BACKUP"
-    had_policy=1
-fi
-trap restore_policy EXIT
-printf '#!/bin/sh\n# temporary, from tierdb scripts/install-system-deps.sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
-$SUDO chmod 0755 "$POLICY"
-
-export DEBIAN_FRONTEND=noninteractive
-log "apt-get update"
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
-log "apt-get install prometheus (provides promtool)"
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    prometheus
-
-if ! command -v promtool >/dev/null 2>&1; then
-    log "ERROR: the 'prometheus' package installed but promtool is still not on PATH."
+deb="$(ls "$WORK"/prometheus_*.deb)"
+dpkg-deb -x "$deb" "$WORK/root"
+if [ ! -x "$WORK/root/usr/bin/promtool" ]; then
+    log "ERROR: $deb contains no usr/bin/promtool"
     exit 3
 fi
-log "ok: $(promtool --version 2>&1 | head -n1)"
+mkdir -p "$BIN_DIR"
+install -m 0755 "$WORK/root/usr/bin/promtool" "$BIN_DIR/promtool.tmp.$$"
+mv -f "$BIN_DIR/promtool.tmp.$$" "$BIN_DIR/promtool"   # atomic: a half-copied binary is never used
+log "ok: $BIN_DIR/promtool ($("$BIN_DIR/promtool" --version 2>&1 | head -n1))"

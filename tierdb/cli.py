@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,30 +104,64 @@ class _ExitSignals:
         self.received.append(signum)
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """Bind the server's socket before the engine starts, so a busy port fails fast and clearly
+    (uvicorn would recover the engine first, then exit with its own code 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind((host.strip("[]"), port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     settings = _load(args, SERVE_FLAGS)  # first: a bad configuration fails fast, before heavy imports
+    server_settings = settings.server
 
     import uvicorn
 
     from .api.app import create_app
+    from .api.slow_clients import IdleClosingH11Protocol
     from .logging_setup import configure_logging
 
     configure_logging(settings.log)
+    try:
+        sock = _listening_socket(server_settings.host, server_settings.port)
+    except OSError as exc:
+        log.error(
+            "cannot listen on %s:%s: %s (another process uses the port? choose another with --port)",
+            server_settings.host, server_settings.port, exc.strerror or exc,
+            extra={"host": server_settings.host, "port": server_settings.port},
+        )
+        return EXIT_FAILURE
     log.info("starting tierdb %s", __version__, extra={"settings": redacted(settings)})
     config = uvicorn.Config(
         create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
+        host=server_settings.host,
+        port=server_settings.port,
+        http=IdleClosingH11Protocol,
         lifespan="on",
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=math.ceil(settings.server.shutdown_timeout_secs),
+        timeout_graceful_shutdown=math.ceil(server_settings.shutdown_timeout_secs),
+        timeout_keep_alive=server_settings.keep_alive_timeout_secs,  # type: ignore[arg-type]
+        limit_concurrency=server_settings.max_connections,
     )
     server = uvicorn.Server(config)
     signals = _ExitSignals()
     signals.install()
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:  # uvicorn exits with its own codes on start-up failures
+        pass
+    finally:
+        sock.close()
     if not server.started:
         log.error("server did not start (see the errors above)")
         return EXIT_FAILURE

@@ -33,6 +33,9 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_dimension: int = 4_096       # largest vector dimension a collection may declare (hard cap 4096)
     max_nesting_depth: int = DEFAULT_MAX_NESTING_DEPTH  # objects/arrays in one metadata value or filter
     shutdown_timeout_secs: float = 30.0
+    body_read_timeout_secs: float = 60.0   # a request body must arrive within this (else 408)
+    keep_alive_timeout_secs: float = 5.0   # idle connections (also new, silent ones) are closed after this
+    max_connections: int = 1_000           # concurrent connections; beyond it requests get 503
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -98,10 +101,14 @@ class GcSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class SecuritySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     admin_token: str = ""            # TIERDB_ADMIN_TOKEN; prefer the env var over the file
     api_keys: list[str] = []
+    protect_status: bool = False     # /health and /metrics need an API key or the admin token too
 
     def __repr__(self) -> str:
         token = "***" if self.admin_token else "''"
-        return f"SecuritySettings(admin_token={token}, api_keys=[{len(self.api_keys)} redacted])"
+        return (
+            f"SecuritySettings(admin_token={token}, api_keys=[{len(self.api_keys)} redacted], "
+            f"protect_status={self.protect_status})"
+        )
 
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -318,6 +325,9 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     # Stored metadata is decoded, compared and encoded recursively (Python recursion limit 1000).
     ("server.max_nesting_depth", lambda v: 1 <= v <= 256, "must be between 1 and 256"),
     ("server.shutdown_timeout_secs", _non_negative, "must not be negative"),
+    ("server.body_read_timeout_secs", _positive, "must be positive"),
+    ("server.keep_alive_timeout_secs", _positive, "must be positive"),
+    ("server.max_connections", _positive, "must be positive"),
     ("storage.data_dir", bool, "must not be empty"),
     ("index.threshold", _non_negative, "must not be negative"),
     ("index.m", lambda v: 2 <= v <= 128, "must be between 2 and 128"),
@@ -380,6 +390,11 @@ def _check(layers: _Layers) -> None:
         raise ConfigError(
             f"security.admin_token: must be at least {MIN_TOKEN_LENGTH} characters "
             f"({layers.sources['security.admin_token']})"
+        )
+    if values["security.protect_status"] and not (values["security.api_keys"] or values["security.admin_token"]):
+        raise ConfigError(
+            "security.protect_status: needs security.api_keys or security.admin_token, or nobody could "
+            f"read /health and /metrics ({layers.sources['security.protect_status']})"
         )
     if values["retry.max_backoff_secs"] < values["retry.base_backoff_secs"]:
         raise layers.fail("retry.max_backoff_secs", "must be at least retry.base_backoff_secs")

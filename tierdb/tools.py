@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import keys
-from .config import Settings
+from .config import ConfigError, Settings
 from .engine import manifest as manifests
 from .engine.dirlock import DataDirLock
 from .engine.restore import remote_collection_names, restore_collection, verify_manifest
@@ -33,8 +33,8 @@ Progress = Callable[[str], None] | None
 async def restore_from_s3(
     settings: Settings, only: list[str] | None, *, force: bool, progress: Progress = None
 ) -> list[dict[str, Any]]:
-    if not settings.s3.bucket:
-        return [{"collection": "*", "where": "s3", "status": "failed", "detail": "s3.bucket is not set"}]
+    if not settings.s3.bucket:  # a configuration error (exit code 2), not a failed restore
+        raise ConfigError("s3.bucket is not set: restore reads from S3 (set TIERDB_S3_BUCKET or [s3] bucket)")
     data_dir = os.path.abspath(settings.storage.data_dir)
     os.makedirs(data_dir, exist_ok=True)
     lock = DataDirLock(data_dir)

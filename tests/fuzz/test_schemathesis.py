@@ -155,16 +155,30 @@ _SETTINGS = settings(deadline=None, suppress_health_check=list(HealthCheck), max
                      derandomize=DETERMINISTIC, database=None)
 
 
+RUNS = {"test_api_as_documented": "documented", "test_api_deep": "deep"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``run`` (one value per test) so that each operation's item gets its own id.
+
+    schemathesis names the items ``test_api_deep[POST /v1/collections]``, but pytest >= 9 builds
+    node ids from the original name plus the parametrization only, which gave all of them the id
+    ``test_api_deep``; with a parametrization schemathesis keeps its per-operation name in the id:
+    ``test_api_deep[POST /v1/collections][deep]``."""
+    if "run" in metafunc.fixturenames:
+        metafunc.parametrize("run", [RUNS[metafunc.definition.name]])
+
+
 @documented.parametrize()
 @_SETTINGS
-def test_api_as_documented(case: Any, fuzz_server: ServerProcess, control: httpx.Client) -> None:
-    _run(case, fuzz_server, control, [*CONFORMANCE, negative_data_rejection], "documented")
+def test_api_as_documented(case: Any, fuzz_server: ServerProcess, control: httpx.Client, run: str) -> None:
+    _run(case, fuzz_server, control, [*CONFORMANCE, negative_data_rejection], run)
 
 
 @deep.parametrize()
 @_SETTINGS
-def test_api_deep(case: Any, fuzz_server: ServerProcess, control: httpx.Client) -> None:
-    _run(case, fuzz_server, control, CONFORMANCE, "deep")
+def test_api_deep(case: Any, fuzz_server: ServerProcess, control: httpx.Client, run: str) -> None:
+    _run(case, fuzz_server, control, CONFORMANCE, run)
 
 
 def test_the_deep_run_reached_the_engine() -> None:

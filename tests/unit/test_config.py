@@ -213,7 +213,7 @@ def test_a_bad_file_value_fixed_by_env_is_still_an_error(tmp_path) -> None:
 def test_redacted_hides_secrets_and_keeps_everything_else() -> None:
     settings = load_settings(env={"TIERDB_ADMIN_TOKEN": "hunter2-hunter2-hunter2", "TIERDB_SECURITY_API_KEYS": "a1,b2"})
     shown = redacted(settings)
-    assert shown["security"] == {"admin_token": "***", "api_keys": ["***", "***"]}
+    assert shown["security"] == {"admin_token": "***", "api_keys": ["***", "***"], "protect_status": False}
     assert shown["server"]["port"] == 8080
     assert "hunter2" not in repr(shown) and "a1" not in str(shown)
     assert msgspec.json.encode(shown)  # plain data, loggable as JSON
@@ -227,7 +227,7 @@ def test_secrets_are_recognised_by_name() -> None:
 
 
 def test_empty_secrets_stay_visibly_empty() -> None:
-    assert redacted(Settings())["security"] == {"admin_token": "", "api_keys": []}
+    assert redacted(Settings())["security"] == {"admin_token": "", "api_keys": [], "protect_status": False}
 
 
 def test_repr_of_settings_never_shows_secrets() -> None:

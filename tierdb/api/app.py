@@ -26,6 +26,7 @@ from .errors import EXCEPTION_HANDLERS
 from .lifecycle import EngineHost
 from .middleware import observe_request
 from .openapi import add_request_schemas, openapi_config, union_responses_as_any_of
+from .slow_clients import BodyReadTimeoutMiddleware
 
 
 def _lifespan(host: EngineHost) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
@@ -88,6 +89,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
             DefineMiddleware(
                 RequestContextMiddleware, access_log=settings.log.access_log, on_complete=observe_request
             ),
+            DefineMiddleware(BodyReadTimeoutMiddleware, timeout_secs=settings.server.body_read_timeout_secs),
         ],
         before_send=[add_request_id_header],
         openapi_config=openapi_config(),

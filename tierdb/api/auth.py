@@ -9,6 +9,9 @@ the admin controller), so a route is protected by where it lives, not by a path 
   disabled (403) otherwise.
 - ``require_api_key``: when ``security.api_keys`` is not empty, ``X-API-Key: <key>`` or
   ``Authorization: Bearer <key>`` must match one of the keys.
+- ``require_status_access``: with ``security.protect_status``, ``/health`` and ``/metrics``
+  (which name collections and count their documents) need an API key or the admin token, sent
+  the same ways; ``/health/live`` and ``/health/ready`` stay open for probes.
 
 401 (with ``WWW-Authenticate: Bearer``) means no credential was sent, 403 a wrong one (or a
 disabled admin API).  The guards raise Litestar's HTTP exceptions rather than ``TierDBError``
@@ -124,11 +127,7 @@ def check_api_key(settings: Settings, headers: Mapping[str, str]) -> None:
     keys = settings.security.api_keys
     if not keys:
         return
-    presented = [
-        value
-        for value in ((headers.get(API_KEY_HEADER) or "").strip(), bearer_token(headers.get("authorization")))
-        if value
-    ]
+    presented = _presented_credentials(headers)
     if not presented:
         raise NotAuthorizedException(
             detail="this server requires an API key: send 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
@@ -136,6 +135,32 @@ def check_api_key(settings: Settings, headers: Mapping[str, str]) -> None:
         )
     if not any([matches_any(value, keys) for value in presented]):  # a list: check every value
         raise PermissionDeniedException(detail="the API key is not valid")
+
+
+def check_status_access(settings: Settings, headers: Mapping[str, str]) -> None:
+    security = settings.security
+    if not security.protect_status:
+        return
+    presented = _presented_credentials(headers)
+    if not presented:
+        raise NotAuthorizedException(
+            detail=(
+                "this server protects /health and /metrics (security.protect_status): send an API key "
+                "('X-API-Key: <key>' or 'Authorization: Bearer <key>') or the admin token"
+            ),
+            headers=_CHALLENGE,
+        )
+    accepted = [*security.api_keys, security.admin_token]
+    if not any([matches_any(value, accepted) for value in presented]):  # a list: check every value
+        raise PermissionDeniedException(detail="the API key or admin token is not valid")
+
+
+def _presented_credentials(headers: Mapping[str, str]) -> list[str]:
+    return [
+        value
+        for value in ((headers.get(API_KEY_HEADER) or "").strip(), bearer_token(headers.get("authorization")))
+        if value
+    ]
 
 
 # -- guards and start-up ----------------------------------------------------------------------
@@ -157,6 +182,11 @@ async def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
 async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard of the data routes (/v1)."""
     check_api_key(_settings(connection), connection.headers)
+
+
+async def require_status_access(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of /health and /metrics (a no-op unless security.protect_status)."""
+    check_status_access(_settings(connection), connection.headers)
 
 
 def security_summary(settings: Settings) -> list[tuple[int, str]]:
@@ -184,6 +214,13 @@ def security_summary(settings: Settings) -> list[tuple[int, str]]:
     else:
         level = logging.INFO if is_loopback(host) else logging.WARNING
         lines.append((level, "data API (/v1) is open: no API keys configured (security.api_keys)"))
+    if settings.security.protect_status:
+        lines.append((logging.INFO, "/health and /metrics require an API key or the admin token "
+                                    "(security.protect_status); /health/live and /health/ready stay open"))
+    else:
+        level = logging.INFO if is_loopback(host) else logging.WARNING
+        lines.append((level, "/health and /metrics are open and show collection names and counts; "
+                             "set security.protect_status to require a credential"))
     return lines
 
 

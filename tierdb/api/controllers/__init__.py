@@ -1,7 +1,8 @@
 """Route handlers, one module per resource.
 
 The data routes (/v1) sit in one router guarded by ``require_api_key``; the admin controller
-carries ``require_admin`` itself; health, metrics and the schema stay open.
+carries ``require_admin`` itself; /health and /metrics carry ``require_status_access`` (open
+unless security.protect_status); the probes and the schema stay open.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 
 from ... import __version__
+from ..auth import require_status_access
 from ..lifecycle import EngineHost
 from ..schemas import HealthChecks, HealthReport, ProbeStatus, S3Check
 
@@ -66,7 +67,7 @@ class HealthController(Controller):
     path = "/health"
     tags = ["health"]
 
-    @get("/", summary="Health report")
+    @get("/", summary="Health report", guards=[require_status_access])
     async def health(self, host: NamedDependency[EngineHost]) -> Response[HealthReport]:
         """503 when the node cannot serve (starting, failed recovery, data dir not writable);
         ``degraded`` (200) when some collection failed or is fenced while others serve."""
