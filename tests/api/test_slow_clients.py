@@ -18,7 +18,7 @@ STALLED_UPLOAD = (
     b"POST /v1/collections HTTP/1.1\r\nHost: tierdb\r\nContent-Type: application/json\r\n"
     b"Content-Length: 1000000\r\n\r\n"
 )
-LIVE_PROBE = b"GET /health/live HTTP/1.1\r\nHost: tierdb\r\n\r\n"
+LIVE_PROBE = b"GET /health/live HTTP/1.1\r\nHost: tierdb\r\nConnection: close\r\n\r\n"
 
 
 def connect(server: ServerProcess) -> socket.socket:
@@ -91,7 +91,7 @@ def test_connections_beyond_the_cap_get_503_at_once(tmp_path) -> None:
             while True:
                 with connect(server) as probe:
                     probe.sendall(LIVE_PROBE)
-                    status, _ = status_and_body(probe.recv(65536))
+                    status, _ = status_and_body(read_until_closed(probe))
                 if status == 503 or time.monotonic() > deadline:
                     break
                 time.sleep(0.1)
