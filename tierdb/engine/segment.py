@@ -197,10 +197,31 @@ class Segment(RowSource):
 
 
 # -- building and encoding --------------------------------------------------------------------
-def build_index(raw: np.ndarray, metric: str, params: HnswParams, threads: int) -> hnswlib.Index:
+# Rows per add_items call: hnswlib cannot be interrupted inside one call, so a build checks its
+# stop flag between slices (a few hundred ms each even for big vectors).
+BUILD_CHUNK_ROWS = 4096
+
+
+class BuildAbandoned(Exception):
+    """An index build stopped by its ``should_stop`` flag (the collection is closing)."""
+
+
+def build_index(
+    raw: np.ndarray,
+    metric: str,
+    params: HnswParams,
+    threads: int,
+    should_stop: Callable[[], bool] | None = None,
+) -> hnswlib.Index:
+    """Insert rows in order, in slices of BUILD_CHUNK_ROWS; raise BuildAbandoned between slices
+    once ``should_stop()`` is true."""
     index = hnswlib.Index(space=metric, dim=raw.shape[1])
     index.init_index(max_elements=max(len(raw), 1), M=params.m, ef_construction=params.ef_construction, allow_replace_deleted=False)
-    index.add_items(raw, np.arange(len(raw)), num_threads=threads or -1)
+    for start in range(0, len(raw), BUILD_CHUNK_ROWS):
+        if should_stop is not None and should_stop():
+            raise BuildAbandoned(f"index build stopped after {start} of {len(raw)} rows")
+        end = min(start + BUILD_CHUNK_ROWS, len(raw))
+        index.add_items(raw[start:end], np.arange(start, end), num_threads=threads or -1)
     index.set_ef(params.ef_search)
     return index
 
