@@ -103,6 +103,21 @@ class _ExitSignals:
         self.received.append(signum)
 
 
+def _graceful_server_class() -> Any:
+    import uvicorn
+
+    from .api.lifecycle import request_shutdown
+
+    class GracefulServer(uvicorn.Server):
+        """Tells the engine at the signal itself, not after the in-flight requests drained."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            request_shutdown()
+            super().handle_exit(sig, frame)
+
+    return GracefulServer
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     settings = _load(args, SERVE_FLAGS)  # first: a bad configuration fails fast, before heavy imports
 
@@ -123,7 +138,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=math.ceil(settings.server.shutdown_timeout_secs),
     )
-    server = uvicorn.Server(config)
+    server = _graceful_server_class()(config)
     signals = _ExitSignals()
     signals.install()
     server.run()

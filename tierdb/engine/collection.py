@@ -97,8 +97,9 @@ class Collection:
         self.ack_times: collections.deque[tuple[int, float]] = collections.deque()
         self._maintenance = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
-        # Set at shutdown: index builds stop between slices (their rows stay in the WAL).
-        self._stop_building = threading.Event()
+        # Set at shutdown (also from a signal handler, hence a plain bool, not a lock-based
+        # Event): index builds stop between slices; their rows stay in the WAL.
+        self._stopping = False
         self.state = "recovering"
         self.error = ""
         self.last_compaction_ts = 0.0
@@ -421,9 +422,7 @@ class Collection:
     def _flush_if_due(self) -> None:
         if self._maintenance.locked() or self.flush_reason() is None:
             return
-        task = asyncio.get_running_loop().create_task(self.flush())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self.flush())
 
     def flush_reason(self) -> str | None:
         mem = self.memtable
@@ -509,7 +508,7 @@ class Collection:
         if len(ids) >= self.settings.index.threshold:
             try:
                 index = segments.build_index(raw, self.spec.metric, self.hnsw, self.settings.index.build_threads,
-                                             should_stop=self._stop_building.is_set)
+                                             should_stop=lambda: self._stopping)
             except segments.BuildAbandoned as exc:
                 raise unavailable(
                     f"collection {self.name!r} is closing: index build of {len(ids)} rows abandoned ({exc}); "
@@ -572,9 +571,23 @@ class Collection:
     def _after_publish(self) -> None:
         assert self.manifest is not None
         self.last_compaction_ts = time.time()
-        task = asyncio.get_running_loop().create_task(self._delete_unreferenced())
+        self._spawn(self._delete_unreferenced())
+
+    def _spawn(self, coro: Any) -> None:
+        """Run maintenance in the background; close() waits for it."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here, so asyncio never logs "exception never retrieved"
+        if isinstance(exc, TierDBError):
+            return  # flush and merge log their own failures (_note_failure)
+        if exc is not None:
+            log.error("background maintenance crashed", exc_info=exc, extra={"collection": self.name})
 
     async def _delete_unreferenced(self) -> None:
         """Local files no longer needed once the manifest is published: covered WAL, old
@@ -736,11 +749,12 @@ class Collection:
 
     @property
     def stopping(self) -> bool:
-        return self._stop_building.is_set()
+        return self._stopping
 
     def stop_maintenance(self) -> None:
-        """Shutdown begins: running index builds stop at their next slice, no new flush starts."""
-        self._stop_building.set()
+        """Shutdown begins: running index builds stop at their next slice, no new flush starts.
+        Only sets a flag: safe to call from a signal handler."""
+        self._stopping = True
 
     async def close(self) -> None:
         """Commit queued writes, wait for maintenance (builds abandoned), close the WAL and drop

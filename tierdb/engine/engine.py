@@ -230,6 +230,13 @@ class Engine:
             assert self.remote is not None
             self._gcs[coll.name] = RemoteGc(self.remote, coll.name, self.settings.gc.keep_manifests, self.settings.gc.grace_secs)
 
+    def begin_shutdown(self) -> None:
+        """SIGTERM arrived: stop index builds now, before the in-flight requests are drained
+        (a build would otherwise hold up the shutdown for as long as it takes).  Only sets
+        flags: safe to call from a signal handler."""
+        for coll in list(self._collections.values()):
+            coll.stop_maintenance()
+
     async def close(self) -> None:
         """Stop the workers, finish in-flight writes, abandon index builds (the WAL holds their
         rows; the next start replays it), give uploads a bounded time, release every resource
@@ -237,8 +244,7 @@ class Engine:
         self.ready = False
         started = time.perf_counter()
         collections = list(self._collections.values())
-        for coll in collections:
-            coll.stop_maintenance()
+        self.begin_shutdown()
         if self._scheduler is not None:
             await self._scheduler.stop(self.settings.server.shutdown_timeout_secs)
             self._scheduler = None
