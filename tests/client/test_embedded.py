@@ -197,3 +197,49 @@ def test_an_engine_left_open_is_closed_at_exit(tmp_path) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     with tierdb.open(tmp_path / "db") as db:
         assert db.get_one("docs", "a").vector == [1.0, 0.0]
+
+
+_RSS_SCRIPT = """
+import gc, sys, numpy as np, tierdb
+
+def rss():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith('VmRSS:'))
+
+path, rows, dim = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+warm = tierdb.open(path + '-warm-up')       # imports and threads are not what is measured
+warm.create_collection('w', dim)
+warm.close()
+base = rss()
+db = tierdb.open(path, index_threshold=1000, compaction_threshold_ops=10 * rows, index_build_threads=2)
+db.create_collection('docs', dim)
+rng = np.random.default_rng(0)
+for start in range(0, rows, 5000):
+    db.upsert('docs', [str(i) for i in range(start, start + 5000)], rng.standard_normal((5000, dim), dtype=np.float32))
+db.compact('docs', full=True)
+db.query('docs', vector=rng.standard_normal(dim).tolist(), k=5)
+loaded = rss()
+db.close()                           # the caller keeps `db` around, as most code does
+closed = rss()
+again = tierdb.open(path)
+assert again.query('docs', vector=rng.standard_normal(dim).tolist(), k=5)
+reopened = rss()
+print(base, loaded, closed, reopened)
+"""
+
+
+def test_close_returns_memory_so_a_reopen_does_not_double_it(tmp_path) -> None:
+    """close() drops every reference to vectors and indexes and trims the heap: after close +
+    reopen (old object still referenced) RSS grows by far less than the first load did."""
+    rows, dim = 50_000, 64
+    result = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(tmp_path / "db"), str(rows), str(dim)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    base, loaded, closed, reopened = (int(x) for x in result.stdout.split())
+    mib = 1 << 20
+    print(f"\nRSS MiB ({rows}x{dim}): start {base / mib:.0f}, loaded {loaded / mib:.0f}, "
+          f"closed {closed / mib:.0f}, reopened+query {reopened / mib:.0f}")
+    load_growth = loaded - base
+    assert reopened - loaded < 0.25 * load_growth, (base, loaded, closed, reopened)
