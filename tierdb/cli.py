@@ -119,6 +119,21 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _graceful_server_class() -> Any:
+    import uvicorn
+
+    from .api.lifecycle import request_shutdown
+
+    class GracefulServer(uvicorn.Server):
+        """Tells the engine at the signal itself, not after the in-flight requests drained."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            request_shutdown()
+            super().handle_exit(sig, frame)
+
+    return GracefulServer
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     settings = _load(args, SERVE_FLAGS)  # first: a bad configuration fails fast, before heavy imports
     server_settings = settings.server
@@ -153,7 +168,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=server_settings.keep_alive_timeout_secs,  # type: ignore[arg-type]
         limit_concurrency=server_settings.max_connections,
     )
-    server = uvicorn.Server(config)
+    server = _graceful_server_class()(config)
     signals = _ExitSignals()
     signals.install()
     try:

@@ -126,7 +126,7 @@ class EmbeddedTierDB:
     """
 
     def __init__(self, settings: Any) -> None:
-        from .engine.engine import Engine
+        from .engine.engine import Engine, release_freed_memory
 
         self.settings = settings
         self.path = settings.storage.data_dir
@@ -134,6 +134,7 @@ class EmbeddedTierDB:
         self.engine = Engine(settings)
         try:
             self._rt.submit(self.engine.start())
+            self._rt.submit(asyncio.to_thread(release_freed_memory))  # recovery's read buffers
         except BaseException:
             self._rt.shutdown()
             raise

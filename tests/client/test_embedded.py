@@ -217,3 +217,52 @@ def test_embedded_rejects_what_the_server_rejects(tmp_path) -> None:
         with pytest.raises(InvalidRequest, match="must be strings"):
             db.query("docs", vector=[1.0] * DIM, filter={"a": {1: "x", "b": 2}})
         assert db.count("docs") == 1
+
+
+_RSS_SCRIPT = """
+import gc, sys, numpy as np, tierdb
+
+def rss():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith('VmRSS:'))
+
+path, rows, dim = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+warm = tierdb.open(path + '-warm-up')       # imports and threads are not what is measured
+warm.create_collection('w', dim)
+warm.close()
+base = rss()
+db = tierdb.open(path, index_threshold=1000, compaction_threshold_ops=10 * rows, index_build_threads=2)
+db.create_collection('docs', dim)
+rng = np.random.default_rng(0)
+for start in range(0, rows, 5000):
+    db.upsert('docs', [str(i) for i in range(start, start + 5000)], rng.standard_normal((5000, dim), dtype=np.float32))
+db.compact('docs', full=True)
+db.query('docs', vector=rng.standard_normal(dim).tolist(), k=5)
+loaded = rss()
+db.close()                           # the caller keeps `db` around, as most code does
+closed = rss()
+again = tierdb.open(path)
+assert again.query('docs', vector=rng.standard_normal(dim).tolist(), k=5)
+reopened = rss()
+print(base, loaded, closed, reopened)
+"""
+
+
+def test_close_returns_memory_so_a_reopen_does_not_double_it(tmp_path) -> None:
+    """close() drops every reference to vectors and indexes and trims the heap: close gives most
+    of the load's memory back, and a reopen (old object still referenced) does not double it."""
+    rows, dim = 50_000, 64
+    result = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(tmp_path / "db"), str(rows), str(dim)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    base, loaded, closed, reopened = (int(x) for x in result.stdout.split())
+    mib = 1 << 20
+    print(f"\nRSS MiB ({rows}x{dim}): start {base / mib:.0f}, loaded {loaded / mib:.0f}, "
+          f"closed {closed / mib:.0f}, reopened+query {reopened / mib:.0f}")
+    load_growth = loaded - base
+    # Before the fix: closed == loaded and a reopen added a whole second copy (100 %).
+    # Python's and glibc's allocators keep some fragments, hence not 0 %.
+    assert closed - base < 0.5 * load_growth, ("close() kept the memory", base, loaded, closed, reopened)
+    assert reopened - loaded < 0.65 * load_growth, ("reopen doubled the memory", base, loaded, closed, reopened)

@@ -177,8 +177,10 @@ async def test_disk_full_then_space_returns(tmpfs: Path) -> None:
         assert deleted.status_code == 507, deleted.text
         compact = await client.post(f"/admin/collections/{NAME}/compact")
         assert compact.status_code in (503, 507), compact.text        # flush cannot write a segment
-        health = await client.get("/health")
-        assert health.status_code == 503 and health.json()["checks"]["data_dir_writable"] is False
+        health = await client.get("/health")                         # reads served: degraded
+        assert health.status_code == 200 and health.json()["status"] == "degraded", health.text
+        checks = health.json()["checks"]
+        assert checks["data_dir_writable"] is False and "ENOSPC" in checks["data_dir_error"], checks
         await node.check(client)                                      # reads still served
 
         filler.unlink()                                               # space returns
@@ -219,44 +221,57 @@ async def _writable_again_and_exact(node: Node, tmpfs: Path) -> None:
         await node.check(client)
 
 
-async def test_start_on_a_read_only_data_dir_fails_clearly_and_recovers(tmpfs: Path) -> None:
-    """Whatever the node does on a read-only directory (refuse to become ready with a clear
-    error, or serve reads and refuse writes), it answers 503/507, changes nothing, and is whole
-    once the directory is writable again."""
-    node = Node(settings_for(tmpfs / "data"))
-    await _prepare_and_make_read_only(node, tmpfs)
-    try:
-        async with node.client() as client:
-            for _ in range(300):
-                ready = await client.get("/health/ready")
-                if ready.status_code == 200 or ready.json().get("status") == "failed":
-                    break
-                await asyncio.sleep(0.01)
-            health = (await client.get("/health")).json()
-            assert health["status"] == "unhealthy" and health["checks"]["data_dir_writable"] is False
-            if ready.status_code != 200:
-                assert "Read-only" in (health["checks"]["startup_error"] or ""), health
-            write = await node.upsert(client)
-            assert write.status_code in (503, 507), write.text
-            created = await client.post("/v1/collections", json={"name": "other", "dimension": 4})
-            assert created.status_code in (503, 507), created.text
-    finally:
-        await _writable_again_and_exact(node, tmpfs)
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: on a read-only data directory the engine does not start at all: LocalWal.open_for_append "
-    "(engine/wal.py) raises a raw OSError(EROFS) from Collection.open/_recover, Engine._open only "
-    "catches TierDBError, so Engine.start fails, the node never becomes ready and serves no reads; "
-    "expected: collections open, reads served, writes refused with 507"))
 async def test_node_on_a_read_only_data_dir_serves_reads_and_refuses_writes(tmpfs: Path) -> None:
+    """Collections open, reads are served, every write (documents, deletes, a new collection, a
+    compaction) is refused with 507 naming the path and errno, /health says degraded and why;
+    nothing changed once the directory is writable again."""
     node = Node(settings_for(tmpfs / "data"))
     await _prepare_and_make_read_only(node, tmpfs)
     try:
         async with node.client() as client:
             await node.ready(client)
             await node.check(client)
+            write = await node.upsert(client)
+            assert_insufficient_storage(write)
+            assert "EROFS" in write.json()["message"] and str(tmpfs) in write.json()["message"], write.text
+            deleted = await client.post(f"/v1/collections/{NAME}/documents/delete", json={"ids": ["b1-0"]})
+            assert deleted.status_code == 507, deleted.text
+            created = await client.post("/v1/collections", json={"name": "other", "dimension": 4})
+            assert created.status_code == 507, created.text
+            compact = await client.post(f"/admin/collections/{NAME}/compact")
+            assert compact.status_code == 507, compact.text
+            health = await client.get("/health")
+            assert health.status_code == 200 and health.json()["status"] == "degraded", health.text
+            checks = health.json()["checks"]
+            assert checks["data_dir_writable"] is False and checks["collections"] == {NAME: "ready"}
+            assert "read-only" in checks["data_dir_error"] and "EROFS" in checks["data_dir_error"], checks
+            await node.check(client)
+    finally:
+        await _writable_again_and_exact(node, tmpfs)
+
+
+async def test_read_only_start_with_a_torn_wal_tail_cuts_it_before_the_first_write(tmpfs: Path) -> None:
+    """A torn tail that cannot be cut on a read-only directory is ignored for reads and cut
+    before the first append once the directory is writable again (never appended behind,
+    which would make the next start refuse the WAL as corrupt)."""
+    node = Node(settings_for(tmpfs / "data"))
+    async with node.client() as client:
+        await node.ready(client)
+        assert (await client.post("/v1/collections", json={"name": NAME, "dimension": DIM})).status_code == 201
+        for _ in range(2):
+            assert (await node.upsert(client)).status_code == 200
+    wal_file = sorted((tmpfs / "data" / "collections" / NAME / "wal").glob("*.wal"))[-1]
+    with open(wal_file, "ab") as f:
+        f.write(b"\x10\x00\x00\x00torn")                               # a half-written frame
+    remount(tmpfs, "ro")
+    try:
+        async with node.client() as client:
+            await node.ready(client)
+            await node.check(client)
             assert_insufficient_storage(await node.upsert(client))
+            remount(tmpfs, "rw")                                       # writable while running
+            assert (await node.upsert(client)).status_code == 200
+            await node.check(client)
     finally:
         await _writable_again_and_exact(node, tmpfs)
 

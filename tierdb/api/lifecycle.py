@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 
 from .. import metrics
 from ..config import Settings
@@ -19,6 +20,16 @@ from ..engine.engine import Engine
 from ..errors import TierDBError, unavailable
 
 log = logging.getLogger("tierdb.api")
+
+_running_hosts: "weakref.WeakSet[EngineHost]" = weakref.WeakSet()
+
+
+def request_shutdown() -> None:
+    """Called by the server's SIGTERM/SIGINT handler before uvicorn drains in-flight requests:
+    every running engine abandons its index builds at once (their rows are in the WAL), so a
+    compaction request in flight ends quickly instead of holding up the shutdown."""
+    for host in list(_running_hosts):
+        host.begin_shutdown()
 
 
 def _describe(exc: Exception) -> str:
@@ -49,6 +60,7 @@ class EngineHost:
         if self.engine is None:
             self.engine = Engine(self.settings)
         metrics.register_engine_collector(self.engine.collection_stats)
+        _running_hosts.add(self)
         self._recovery = asyncio.create_task(self._recover(self.engine), name="tierdb-recovery")
 
     async def _recover(self, engine: Engine) -> None:
@@ -63,8 +75,13 @@ class EngineHost:
             return
         log.info("recovery finished", extra={"duration_ms": round((time.perf_counter() - began) * 1000, 1)})
 
+    def begin_shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.begin_shutdown()
+
     async def stop(self) -> None:
         """Stop an unfinished recovery, then close the engine."""
+        _running_hosts.discard(self)
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):

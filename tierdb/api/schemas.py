@@ -141,6 +141,7 @@ class HealthChecks(msgspec.Struct, frozen=True):
     startup_error: str | None = None
     scheduler_running: bool = False
     s3: S3Check | None = None    # null when no S3 is configured
+    data_dir_error: str | None = None  # why the data directory is not writable (path, errno)
 
 
 class HealthReport(msgspec.Struct, frozen=True):

@@ -99,6 +99,9 @@ class Collection:
         self.ack_times: collections.deque[tuple[int, float]] = collections.deque()
         self._maintenance = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        # Set at shutdown (also from a signal handler, hence a plain bool, not a lock-based
+        # Event): index builds stop between slices; their rows stay in the WAL.
+        self._stopping = False
         self.state = "recovering"
         self.error = ""
         self.last_compaction_ts = 0.0
@@ -221,6 +224,10 @@ class Collection:
         self._flush_if_due()
         return results
 
+    def _check_open(self) -> None:
+        if self.state == "closed":
+            raise unavailable(f"collection {self.name!r} is closed", collection=self.name)
+
     def _check_writable(self) -> None:
         if self.state == "fenced":
             raise TierDBError(ErrorKind.FENCED, f"collection {self.name!r} is fenced: {self.error}", collection=self.name)
@@ -335,6 +342,7 @@ class Collection:
 
     # == reads ====================================================================================
     async def get(self, ids: list[str]) -> list[Document]:
+        self._check_open()
         _check_ids(ids, allow_duplicates=True)
         return await asyncio.to_thread(self._get_sync, ids)
 
@@ -357,6 +365,7 @@ class Collection:
         include_vector: bool = False,
         ef: int | None = None,
     ) -> list[list[Hit]]:
+        self._check_open()
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
             raise invalid(f"k must be an integer between 1 and {MAX_K}, got {k!r}", field="k")
         if ef is not None and (not isinstance(ef, int) or not 1 <= ef <= 100_000):
@@ -416,9 +425,7 @@ class Collection:
     def _flush_if_due(self) -> None:
         if self._maintenance.locked() or self.flush_reason() is None:
             return
-        task = asyncio.get_running_loop().create_task(self.flush())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self.flush())
 
     def flush_reason(self) -> str | None:
         mem = self.memtable
@@ -429,11 +436,16 @@ class Collection:
 
     async def maybe_compact(self) -> None:
         """The scheduler's periodic check: flush when due, then merge if the policy says so."""
-        if self.state != "ready" or self._maintenance.locked():
+        if self.state != "ready" or self._maintenance.locked() or self.stopping:
             return  # a flush or merge is already running; the next tick looks again
-        if self.flush_reason() is not None:
-            await self.flush()
-        await self.merge(full=False)
+        try:
+            if self.flush_reason() is not None:
+                await self.flush()
+            await self.merge(full=False)
+        except TierDBError:
+            if self.stopping:
+                return  # abandoned for shutdown (logged at INFO); the WAL holds the rows
+            raise
 
     async def compact(self, full: bool = False) -> dict:
         """Flush the memtable and merge segments (all of them when full)."""
@@ -497,7 +509,15 @@ class Collection:
         metadata = [src.metadata[row] for src, row in source_rows]
         index = None
         if len(ids) >= self.settings.index.threshold:
-            index = segments.build_index(raw, self.spec.metric, self.hnsw, self.settings.index.build_threads)
+            try:
+                index = segments.build_index(raw, self.spec.metric, self.hnsw, self.settings.index.build_threads,
+                                             should_stop=lambda: self._stopping)
+            except segments.BuildAbandoned as exc:
+                raise unavailable(
+                    f"collection {self.name!r} is closing: index build of {len(ids)} rows abandoned ({exc}); "
+                    "the rows stay in the WAL and the next start replays them",
+                    collection=self.name,
+                ) from None
         data = segments.encode(raw, ids, metadata, self.spec.metric, self.hnsw, index)
         seg_id = uuid.uuid4().hex
         seg = segments.Segment(seg_id, self.spec.metric, ids, raw, metadata, index, self.hnsw.ef_search)
@@ -554,9 +574,23 @@ class Collection:
     def _after_publish(self) -> None:
         assert self.manifest is not None
         self.last_compaction_ts = time.time()
-        task = asyncio.get_running_loop().create_task(self._delete_unreferenced())
+        self._spawn(self._delete_unreferenced())
+
+    def _spawn(self, coro: Any) -> None:
+        """Run maintenance in the background; close() waits for it."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here, so asyncio never logs "exception never retrieved"
+        if isinstance(exc, TierDBError):
+            return  # flush and merge log their own failures (_note_failure)
+        if exc is not None:
+            log.error("background maintenance crashed", exc_info=exc, extra={"collection": self.name})
 
     async def _delete_unreferenced(self) -> None:
         """Local files no longer needed once the manifest is published: covered WAL, old
@@ -629,6 +663,9 @@ class Collection:
         if exc.kind is ErrorKind.FENCED:
             self.state = "fenced"
             self.error = exc.message
+        if self.stopping and exc.kind is ErrorKind.UNAVAILABLE:
+            log.info(f"{during} abandoned for shutdown", extra={"collection": self.name, "reason": exc.message})
+            return
         log.error(f"{during} failed", extra={"collection": self.name, "error": exc.message, "kind": exc.kind.value})
 
     # == RAM tier (s3_only) ===========================================================================
@@ -713,13 +750,38 @@ class Collection:
             error=self.error,
         )
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop_maintenance(self) -> None:
+        """Shutdown begins: running index builds stop at their next slice, no new flush starts.
+        Only sets a flag: safe to call from a signal handler."""
+        self._stopping = True
+
     async def close(self) -> None:
+        """Commit queued writes, wait for maintenance (builds abandoned), close the WAL and drop
+        every reference to vectors, indexes and caches so their memory can be freed."""
+        self.stop_maintenance()
         self.state = "closing" if self.state == "ready" else self.state
         await self._committer.drain()
         async with self._maintenance:
             pass
         await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.to_thread(self.wal.close)
+        self._release_memory()
+
+    def _release_memory(self) -> None:
+        with self._rw.write():
+            if self._ram_cache is not None:
+                for seg in self.segments:
+                    self._ram_cache.forget(seg)
+            self.segments = []
+            self.frozen = []
+            self._where = {}
+            self.memtable = Memtable(self.spec.metric, self.spec.dimension)
+            self.ack_times.clear()
+            self.state = "closed"
 
 
 def _check_ids(ids: list[str], *, allow_duplicates: bool = False) -> None:

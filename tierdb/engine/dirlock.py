@@ -4,6 +4,7 @@ kill -9 never leaves a stale lock behind."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 
@@ -18,7 +19,20 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock.  On a read-only data directory the existing lock file is opened
+        read-only (flock works on such an fd on Linux, so a second process is still kept out);
+        without a lock file there, the directory is not locked (nothing can write it anyway)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            writable = True
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return
+            writable = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -30,8 +44,9 @@ class DataDirLock:
                 f"(pid {holder}); stop it first",
                 path=self.path,
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
 
     def release(self) -> None:

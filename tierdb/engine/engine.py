@@ -65,6 +65,7 @@ class Engine:
         self._scheduler = None
         self.ready = False
         self.started_at = time.time()
+        self.read_only_reason = ""   # set at start when the data directory takes no writes
 
     # == lifecycle ================================================================================
     async def start(self) -> None:
@@ -98,6 +99,9 @@ class Engine:
             if coll.uploader is not None:
                 try:
                     await coll.uploader.run_once()
+                except TierDBError as exc:
+                    level = logging.INFO if coll.stopping else logging.WARNING
+                    log.log(level, "upload run failed", extra={"collection": coll.name, "error": exc.message})
                 except Exception:
                     log.exception("upload run crashed", extra={"collection": coll.name})
 
@@ -117,12 +121,19 @@ class Engine:
     def _prepare_data_dir(self) -> None:
         os.makedirs(self.collections_dir, exist_ok=True)
         self._dir_lock.acquire()
+        self.read_only_reason = _not_writable_reason(self.data_dir)
+        if self.read_only_reason:
+            log.warning("data directory takes no writes: serving reads, refusing writes",
+                        extra={"data_dir": self.data_dir, "reason": self.read_only_reason})
         node_file = os.path.join(self.data_dir, _NODE_ID_FILE)
-        if not os.path.exists(node_file):
+        if not os.path.exists(node_file) and not self.read_only_reason:
             with open(node_file, "w") as f:
                 f.write(uuid.uuid4().hex)
-        with open(node_file) as f:
-            self.writer_id = f.read().strip()
+        if os.path.exists(node_file):
+            with open(node_file) as f:
+                self.writer_id = f.read().strip()
+        else:  # read-only and never written: this node writes nothing, any id will do
+            self.writer_id = uuid.uuid4().hex
         for entry in os.listdir(self.collections_dir):
             if entry.startswith(_DROPPED_PREFIX):
                 shutil.rmtree(os.path.join(self.collections_dir, entry), ignore_errors=True)
@@ -221,24 +232,41 @@ class Engine:
             assert self.remote is not None
             self._gcs[coll.name] = RemoteGc(self.remote, coll.name, self.settings.gc.keep_manifests, self.settings.gc.grace_secs)
 
+    def begin_shutdown(self) -> None:
+        """SIGTERM arrived: stop index builds now, before the in-flight requests are drained
+        (a build would otherwise hold up the shutdown for as long as it takes).  Only sets
+        flags: safe to call from a signal handler."""
+        for coll in list(self._collections.values()):
+            coll.stop_maintenance()
+
     async def close(self) -> None:
+        """Stop the workers, finish in-flight writes, abandon index builds (the WAL holds their
+        rows; the next start replays it), give uploads a bounded time, release every resource
+        and hand the memory back to the OS."""
         self.ready = False
+        started = time.perf_counter()
+        collections = list(self._collections.values())
+        self.begin_shutdown()
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+            await self._scheduler.stop(self.settings.server.shutdown_timeout_secs)
             self._scheduler = None
         await self._drain_uploads()
-        for coll in list(self._collections.values()):
+        for coll in collections:
             try:
                 await coll.close()
             except Exception:
                 log.exception("closing collection failed", extra={"collection": coll.name})
+        self._collections.clear()
+        self._gcs.clear()
         await self.store.close()
         for cache in self._caches.values():
             await cache.close()
+        self._caches.clear()
         if self.remote is not None:
             await self.remote.close()
         self._dir_lock.release()
-        log.info("engine closed")
+        await asyncio.to_thread(release_freed_memory)
+        log.info("engine closed", extra={"duration_ms": round((time.perf_counter() - started) * 1000, 1)})
 
     async def _drain_uploads(self) -> None:
         """Give memory_s3 uploaders a bounded time to ship what is acknowledged (and to finish a
@@ -370,6 +398,38 @@ class Engine:
 
     def collection_states(self) -> dict[str, str]:
         return {s.name: s.state for s in self.collection_stats()}
+
+
+def _not_writable_reason(directory: str) -> str:
+    """Why nothing can be written under directory (read-only, no permission, full), or ""."""
+    import errno
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
+            pass
+        return ""
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        return f"data directory {directory} is not writable: {os.strerror(exc.errno or 0)} ({code})"
+
+
+def release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc keeps them otherwise: RSS would stay at its
+    peak after a big engine is closed).  No-op where malloc_trim does not exist."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return  # not glibc (musl, macOS)
+    trim(0)
 
 
 def _count_retry(op: str, attempt: int, delay: float, error: TierDBError) -> None:

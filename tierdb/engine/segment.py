@@ -14,6 +14,7 @@ import os
 import struct
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -197,10 +198,41 @@ class Segment(RowSource):
 
 
 # -- building and encoding --------------------------------------------------------------------
-def build_index(raw: np.ndarray, metric: str, params: HnswParams, threads: int) -> hnswlib.Index:
+# hnswlib cannot be interrupted inside one add_items call, so a build inserts its rows in
+# slices and checks its stop flag between them.  Slices are sized to take about
+# _BUILD_SLICE_SECS each (rows per second vary a lot with dimension, M, ef_construction and
+# the load of the machine), so a stop is noticed within a fraction of a second.
+_BUILD_SLICE_SECS = 0.2
+_MIN_SLICE_ROWS = 256
+_MAX_SLICE_ROWS = 65_536
+
+
+class BuildAbandoned(Exception):
+    """An index build stopped by its ``should_stop`` flag (the collection is closing)."""
+
+
+def build_index(
+    raw: np.ndarray,
+    metric: str,
+    params: HnswParams,
+    threads: int,
+    should_stop: Callable[[], bool] | None = None,
+) -> hnswlib.Index:
+    """Insert the rows in order (label = row number), in slices; raise BuildAbandoned between
+    slices once ``should_stop()`` is true."""
     index = hnswlib.Index(space=metric, dim=raw.shape[1])
     index.init_index(max_elements=max(len(raw), 1), M=params.m, ef_construction=params.ef_construction, allow_replace_deleted=False)
-    index.add_items(raw, np.arange(len(raw)), num_threads=threads or -1)
+    start, rows = 0, _MIN_SLICE_ROWS
+    while start < len(raw):
+        if should_stop is not None and should_stop():
+            raise BuildAbandoned(f"index build stopped after {start} of {len(raw)} rows")
+        end = min(start + rows, len(raw))
+        began = time.perf_counter()
+        index.add_items(raw[start:end], np.arange(start, end), num_threads=threads or -1)
+        took = time.perf_counter() - began
+        rate = (end - start) / max(took, 1e-6)
+        rows = int(min(max(rate * _BUILD_SLICE_SECS, _MIN_SLICE_ROWS), _MAX_SLICE_ROWS, 2 * rows))
+        start = end
     index.set_ef(params.ef_search)
     return index
 

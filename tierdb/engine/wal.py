@@ -112,15 +112,26 @@ class WalFile:
 
 
 class LocalWal:
-    """WAL files in one directory.  Not thread-safe: one writer (the group committer) at a time."""
+    """WAL files in one directory.  Not thread-safe: one writer (the group committer) at a time.
+
+    Nothing is written until the first append: ``open_for_append`` only decides where records
+    go, so a collection on a read-only data directory opens and serves reads, and its first
+    write fails with a clear INSUFFICIENT_STORAGE error instead of the whole engine.
+    """
 
     def __init__(self, directory: str, *, fsync: bool = True) -> None:
         self.directory = directory
         self.fsync = fsync
-        os.makedirs(directory, exist_ok=True)
+        if not os.path.isdir(directory):
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as exc:
+                raise _storage_error(exc, directory) from exc
         self._fd: int | None = None
         self._active: WalFile | None = None
         self._size = 0
+        self._creates_file = False          # the active file does not exist yet
+        self._pending_cut: tuple[str, int] | None = None  # a torn tail that could not be cut yet
         self.bytes_total = 0
 
     # -- recovery ---------------------------------------------------------------------------
@@ -147,7 +158,13 @@ class LocalWal:
                     "cutting torn WAL tail",
                     extra={"path": wal_file.path, "offset": valid_end, "dropped_bytes": len(data) - valid_end},
                 )
-                self._truncate(wal_file.path, valid_end)
+                try:
+                    self._truncate(wal_file.path, valid_end)
+                except OSError as exc:
+                    # Read-only: the tail is ignored now and cut before the first append.
+                    log.warning("torn WAL tail cannot be cut now; cut before the next write",
+                                extra={"path": wal_file.path, "errno": exc.errno})
+                    self._pending_cut = (wal_file.path, valid_end)
             if records and records[0].seq != wal_file.first_seq:
                 raise corrupt(
                     f"WAL {wal_file.path}: first record has seq {records[0].seq}, file name says {wal_file.first_seq}",
@@ -172,21 +189,46 @@ class LocalWal:
 
     # -- writing ----------------------------------------------------------------------------
     def open_for_append(self, next_seq: int) -> None:
-        """Append to the last file, or start a new one at next_seq."""
+        """Append to the last file, or start a new one at next_seq (both on the first append)."""
         files = self.files()
         if files:
             self._active = files[-1]
+            self._size = os.path.getsize(self._active.path)
+            if self._pending_cut is not None and self._pending_cut[0] == self._active.path:
+                self._size = self._pending_cut[1]
         else:
             self._active = WalFile(os.path.join(self.directory, wal_file_name(next_seq)), next_seq)
-        self._fd = os.open(self._active.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._size = os.fstat(self._fd).st_size
-        if not files:
-            _fsync_dir(self.directory)
-        self.bytes_total = sum(os.path.getsize(f.path) for f in self.files())
+            self._size = 0
+        self._creates_file = not files
+        self.bytes_total = sum(os.path.getsize(f.path) for f in files)
+
+    def _ensure_open(self) -> None:
+        """Open the active file for appending (creating it, cutting a pending torn tail)."""
+        if self._fd is not None:
+            return
+        assert self._active is not None, "WAL not opened for append"
+        path = self._active.path
+        try:
+            if self._pending_cut is not None:
+                self._truncate(*self._pending_cut)
+                self._pending_cut = None
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                if self._creates_file:
+                    _fsync_dir(self.directory)
+                self._size = os.fstat(fd).st_size
+            except OSError:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            raise _storage_error(exc, path) from exc
+        self._fd = fd
+        self._creates_file = False
 
     def append(self, frames: list[bytes], first_seq: int = 0) -> None:
         """Write frames and make them durable; on failure the file is cut back and the error raised."""
-        assert self._fd is not None, "WAL not open"
+        self._ensure_open()
+        assert self._fd is not None
         data = b"".join(frames)
         try:
             written = 0
@@ -213,9 +255,9 @@ class LocalWal:
             return
         self.close()
         self._active = WalFile(os.path.join(self.directory, wal_file_name(next_seq)), next_seq)
-        self._fd = os.open(self._active.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = 0
-        _fsync_dir(self.directory)
+        self._creates_file = True
+        self._ensure_open()
 
     def sealed_files(self) -> list[tuple[WalFile, int]]:
         """Sealed files with the seq of their last record."""
@@ -267,10 +309,11 @@ def _storage_error(exc: OSError, path: str) -> TierDBError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
         return TierDBError(
             ErrorKind.INSUFFICIENT_STORAGE,
-            f"cannot write the WAL at {path}: {os.strerror(exc.errno)}",
+            f"cannot write the WAL at {path}: {os.strerror(exc.errno)} ({errno.errorcode.get(exc.errno, exc.errno)})",
             path=path,
+            errno=exc.errno,
         )
-    return TierDBError(ErrorKind.UNAVAILABLE, f"WAL write failed at {path}: {exc}", path=path)
+    return TierDBError(ErrorKind.UNAVAILABLE, f"WAL write failed at {path}: {exc}", path=path, errno=exc.errno)
 
 
 class S3Wal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import tempfile
@@ -18,19 +19,36 @@ from ..schemas import HealthChecks, HealthReport, ProbeStatus, S3Check
 log = logging.getLogger("tierdb.api")
 
 _BAD_COLLECTION_STATES = frozenset({"failed", "fenced"})
+# The data directory exists but takes no write (read-only mount, no permission, disk full):
+# the node still serves reads, so it is degraded, not unhealthy.
+_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
 
 
-def _probe_writable(directory: str) -> bool:
+class DataDirCheck:
+    def __init__(self, writable: bool, error: str | None = None, serves_reads: bool = False) -> None:
+        self.writable = writable
+        self.error = error
+        self.serves_reads = serves_reads
+
+
+def _probe_writable(directory: str) -> DataDirCheck:
     """Really write a file: catches read-only mounts and full disks that os.access misses."""
     if not os.path.isdir(directory):
-        return False
+        return DataDirCheck(False, f"data directory {directory} does not exist")
     try:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".health-") as probe:
             probe.write(b"ok")
             probe.flush()
-        return True
-    except OSError:
-        return False
+        return DataDirCheck(True)
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        kind = "read-only" if exc.errno == errno.EROFS else "not writable"
+        return DataDirCheck(
+            False,
+            f"data directory {directory} is {kind}: {os.strerror(exc.errno or 0)} ({code}); "
+            "reads are served, writes fail with 507",
+            serves_reads=exc.errno in _READ_ONLY_ERRNOS,
+        )
 
 
 def _collection_states(host: EngineHost) -> dict[str, str] | None:
@@ -44,11 +62,15 @@ def _collection_states(host: EngineHost) -> dict[str, str] | None:
         return None
 
 
-def _status(host: EngineHost, writable: bool, states: dict[str, str] | None, s3: S3Check | None) -> str:
-    if host.startup_error is not None or not writable or states is None:
+def _status(host: EngineHost, data_dir: DataDirCheck, states: dict[str, str] | None, s3: S3Check | None) -> str:
+    if host.startup_error is not None or states is None:
+        return "unhealthy"
+    if not data_dir.writable and not (data_dir.serves_reads and host.ready):
         return "unhealthy"
     if not host.ready:
         return "starting"
+    if not data_dir.writable:
+        return "degraded"
     if any(state in _BAD_COLLECTION_STATES for state in states.values()):
         return "degraded"
     if s3 is not None and not s3.reachable:
@@ -69,19 +91,22 @@ class HealthController(Controller):
 
     @get("/", summary="Health report", guards=[require_status_access])
     async def health(self, host: NamedDependency[EngineHost]) -> Response[HealthReport]:
-        """503 when the node cannot serve (starting, failed recovery, data dir not writable);
-        ``degraded`` (200) when some collection failed or is fenced while others serve."""
-        writable = await asyncio.to_thread(_probe_writable, host.settings.storage.data_dir)
+        """503 when the node cannot serve (starting, failed recovery, data dir missing);
+        ``degraded`` (200) when some collection failed or is fenced while others serve, or the
+        data directory takes no writes (read-only, full: ``data_dir_error`` says why) while
+        reads are served."""
+        data_dir = await asyncio.to_thread(_probe_writable, host.settings.storage.data_dir)
         states = _collection_states(host)
         s3 = await _probe_s3(host)
-        status = _status(host, writable, states, s3)
+        status = _status(host, data_dir, states, s3)
         report = HealthReport(
             status=status,  # type: ignore[arg-type]
             version=__version__,
             uptime_secs=round(host.uptime_secs, 3),
             ready=host.ready,
             checks=HealthChecks(
-                data_dir_writable=writable,
+                data_dir_writable=data_dir.writable,
+                data_dir_error=data_dir.error,
                 collections=states or {},
                 startup_error=host.startup_error,
                 scheduler_running=host.engine is not None and host.engine.scheduler_running,
