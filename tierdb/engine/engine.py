@@ -214,7 +214,7 @@ class Engine:
             return
         self._failed[name] = (
             f"local directory {path} has no manifest (an interrupted restore or create) and cannot be "
-            f"restored: {why}. Run `tierdb restore {name}` once S3 holds it, or drop the collection"
+            f"restored: {why}. run `tierdb restore --collection {name}` once S3 holds it, or drop the collection"
         )
         log.error("collection directory without a manifest kept for an operator",
                   extra={"collection": name, "path": path, "reason": why})
