@@ -33,9 +33,8 @@ from ..workers.dlq import DeadLetterQueue
 from ..workers.gc import RemoteGc
 from ..workers.scheduler import build_scheduler
 from ..workers.uploader import STATE_FILE, Uploader
-from . import manifest as manifests
+from . import localdirs, manifest as manifests
 from .collection import Collection
-from . import localdirs
 from .dirlock import DataDirLock
 from .ramcache import SegmentRamCache
 from .restore import last_wal_seq, remote_collection_names, restore_collection
@@ -186,12 +185,12 @@ class Engine:
             except TierDBError as exc:
                 self._failed[name] = exc.message
                 log.error("collection in S3 failed to open", extra={"collection": name, "error": exc.message})
-        for name in sorted(unfinished):
+        for name in sorted(unfinished - self._failed.keys()):  # a failed restore already says why
             await asyncio.to_thread(self._keep_unfinished, name, "S3 does not hold the collection")
 
     async def _open_from_s3(self, name: str, policy: str) -> None:
         """memory_s3: restore the latest S3 manifest atomically, then open it; s3_only: open it
-        through the disk cache.  Errors end up in ``_failed``."""
+        through the disk cache.  A restore error raises; an open error ends up in ``_failed``."""
         if policy == "memory_s3":
             await restore_collection(self.remote, self.data_dir, name)
             await self._open(name)
@@ -214,7 +213,7 @@ class Engine:
             return
         self._failed[name] = (
             f"local directory {path} has no manifest (an interrupted restore or create) and cannot be "
-            f"restored: {why}. run `tierdb restore --collection {name}` once S3 holds it, or drop the collection"
+            f"restored: {why}. Run `tierdb restore --collection {name}` once S3 holds it, or drop the collection"
         )
         log.error("collection directory without a manifest kept for an operator",
                   extra={"collection": name, "path": path, "reason": why})
