@@ -3,6 +3,7 @@ collection vanish, and no node publishes a manifest over an unrelated one in S3.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 
@@ -27,6 +28,13 @@ async def started(settings) -> Engine:
     engine = Engine(settings)
     await engine.start()
     return engine
+
+
+async def wait_ready(client, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await client.get("/health/ready")).status_code != 200:
+        assert asyncio.get_running_loop().time() < deadline, "server not ready"
+        await asyncio.sleep(0.05)
 
 
 async def fill(coll, start: int, n: int, *, flush: bool = False) -> None:
@@ -117,9 +125,7 @@ async def test_directory_without_manifest_and_no_s3_copy_is_reported_not_hidden(
     os.makedirs(os.path.join(data_dir, keys.wal_prefix("emptyleft")))   # an interrupted create
 
     async with AsyncTestClient(create_app(settings)) as client:
-        for _ in range(400):
-            if (await client.get("/health/ready")).status_code == 200:
-                break
+        await wait_ready(client)
         health = (await client.get("/health")).json()
         assert health["status"] == "degraded" and health["checks"]["collections"] == {"ghost": "failed"}
         r = await client.get("/v1/collections/ghost")
@@ -146,9 +152,7 @@ async def test_create_over_http_409_names_the_problem_and_replace_flag_is_valida
     await shipped_node(make_settings("a"))
     app_settings = make_settings("b")
     async with AsyncTestClient(create_app(app_settings)) as client:
-        for _ in range(400):
-            if (await client.get("/health/ready")).status_code == 200:
-                break
+        await wait_ready(client)
         r = await client.delete("/v1/collections/docs")             # node b had restored it: drop
         assert r.status_code == 204
         await shipped_node(make_settings("a2"))                      # S3 holds docs again
