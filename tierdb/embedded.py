@@ -187,6 +187,7 @@ class EmbeddedTierDB:
         metric: str = "cosine",
         tiering_policy: str | None = None,
         hnsw: dict[str, int] | Any = None,
+        replace: bool = False,
     ) -> t.CollectionInfo:
         from .models import CollectionSpec, HnswParams
 
@@ -203,7 +204,7 @@ class EmbeddedTierDB:
                 ef_search=params.get("ef_search", index.ef_search),
             ),
         )
-        return _convert(self._call(self.engine.create_collection, spec), t.CollectionInfo)
+        return _convert(self._call(self.engine.create_collection, spec, replace=replace), t.CollectionInfo)
 
     def get_collection(self, name: str) -> t.CollectionInfo:
         return _convert(self._call(lambda: self._collection(name).info()), t.CollectionInfo)

@@ -149,6 +149,9 @@ class CollectionSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tiering_policy: str = ""       # "" = the server's default policy
     hnsw: HnswParams | None = None   # None = the server's index defaults
     created_at: float = 0.0
+    # Random id of this incarnation, set at create: a collection dropped or replaced and created
+    # again under the same name is another incarnation, and never adopts the old one's manifests.
+    incarnation: str = ""
 
     def validate(self) -> "CollectionSpec":
         validate_collection_name(self.name)

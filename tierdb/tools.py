@@ -7,13 +7,13 @@ prints them on stderr).
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from typing import Any
 
 from . import keys
 from .config import ConfigError, Settings
 from .engine import manifest as manifests
+from .engine import localdirs
 from .engine.dirlock import DataDirLock
 from .engine.restore import remote_collection_names, restore_collection, verify_manifest
 from .errors import TierDBError
@@ -39,10 +39,11 @@ async def restore_from_s3(
     os.makedirs(data_dir, exist_ok=True)
     lock = DataDirLock(data_dir)
     lock.acquire()  # never restore under a running server
-    remote, local = open_s3_store(settings), LocalStore(data_dir)
+    remote = open_s3_store(settings)
     rows: list[dict[str, Any]] = []
     try:
-        present = set(_local_names(data_dir))
+        # A directory without a manifest is an interrupted restore or create: it needs restoring.
+        present = {name for name in _local_names(data_dir) if localdirs.has_manifest(data_dir, name)}
         names = only or await remote_collection_names(remote)
         for number, name in enumerate(names, 1):
             if progress is not None:
@@ -57,8 +58,8 @@ async def restore_from_s3(
                     rows.append({"collection": name, "where": "s3", "status": "skipped",
                                  "detail": f"{latest.spec.tiering_policy} collections live in S3; nothing to restore"})
                     continue
-                shutil.rmtree(keys.collection_dir(data_dir, name), ignore_errors=True)
-                restored = await restore_collection(remote, local, data_dir, name)
+                # replaces the local directory atomically, only once the restored copy is complete
+                restored = await restore_collection(remote, data_dir, name)
             except TierDBError as exc:
                 rows.append({"collection": name, "where": "s3", "status": "failed", "detail": exc.message})
                 continue

@@ -106,7 +106,7 @@ async def test_memory_s3_upload_rides_out_latency_5xx_and_lost_responses(make_se
         report = await s3_chain_report(store, NAME)
     finally:
         await store.close()
-    assert report["versions"][-1] == 2, report          # one manifest per upload, none duplicated
+    assert report["versions"][-1] == 3, report          # v1 by the create, then one per upload, none duplicated
     stats = coll.stats()
     assert stats.upload_queue_size == 0 and stats.upload_lag_secs == 0
     expected, nn = await snapshot(coll, ids), await neighbours(coll)
@@ -137,7 +137,7 @@ async def test_memory_s3_exhausted_retries_keep_retrying_and_permanent_errors_he
     faults.remove(stuck)
     store = plain_store(settings, s3_up)
     try:
-        assert (await s3_chain_report(store, NAME))["versions"] == [1]   # S3 kept its consistent state
+        assert (await s3_chain_report(store, NAME))["versions"] == [1, 2]   # S3 kept its consistent state
 
         ids += await fill(coll, 210, 10, seed=3)
         faults.inject("permanent", ops="put", times=2)     # 403-like: never retried within a run
@@ -152,7 +152,7 @@ async def test_memory_s3_exhausted_retries_keep_retrying_and_permanent_errors_he
         report = await s3_chain_report(store, NAME)
     finally:
         await store.close()
-    assert report["versions"] == [1, 2]
+    assert report["versions"] == [1, 2, 3]
     expected, nn = await snapshot(coll, ids), await neighbours(coll)
     await node.close()
     await assert_fresh_node_matches(make_settings, "b", "memory_s3", expected, nn, ids)
@@ -275,7 +275,7 @@ async def test_memory_s3_network_faults_through_the_chaos_proxy(make_settings, c
         report = await s3_chain_report(store, NAME)
     finally:
         await store.close()
-    assert report["versions"] == [1, 2]
+    assert report["versions"] == [1, 2, 3]              # v1 by the create, then one per upload
     expected, nn = await snapshot(coll, ids), await neighbours(coll)
     await node.close()
     await assert_fresh_node_matches(make_settings, "b", "memory_s3", expected, nn, ids)

@@ -9,13 +9,8 @@ import pytest
 
 from tierdb import keys
 from tierdb.config import (
-    CompactionSettings,
-    GcSettings,
-    IndexSettings,
     RetrySettings,
     Settings,
-    StorageSettings,
-    UploaderSettings,
 )
 from tierdb.engine import manifest as manifests
 from tierdb.engine.engine import Engine
@@ -97,10 +92,18 @@ async def test_s3_outage_loses_no_acknowledged_write(make_settings, s3_server):
     await fresh.close()
 
 
-async def test_bad_credentials_dlq_then_fix_and_retry(make_settings, monkeypatch, s3_server):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "definitely-wrong")
+async def created_then_restarted_with_bad_credentials(make_settings, monkeypatch, secret: str) -> Engine:
+    """Creating an S3 collection asks S3 whether it holds the name, so it happens with good
+    credentials; then the node restarts with bad ones."""
     node = await started(make_settings("a"))
     await node.create_collection(CollectionSpec(name="docs", dimension=DIM))
+    await node.close()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    return await started(make_settings("a"))
+
+
+async def test_bad_credentials_dlq_then_fix_and_retry(make_settings, monkeypatch, s3_server):
+    node = await created_then_restarted_with_bad_credentials(make_settings, monkeypatch, "definitely-wrong")
     coll = node.get_collection("docs")
     await fill(coll, 0, 40)
     await coll.uploader.run_once()
@@ -123,9 +126,7 @@ async def test_bad_credentials_dlq_then_fix_and_retry(make_settings, monkeypatch
 
 
 async def test_dlq_clear_reuploads_a_complete_snapshot(make_settings, monkeypatch, s3_server):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-    node = await started(make_settings("a"))
-    await node.create_collection(CollectionSpec(name="docs", dimension=DIM))
+    node = await created_then_restarted_with_bad_credentials(make_settings, monkeypatch, "wrong")
     coll = node.get_collection("docs")
     await fill(coll, 0, 30)
     await coll.uploader.run_once()
@@ -145,11 +146,15 @@ async def test_dlq_clear_reuploads_a_complete_snapshot(make_settings, monkeypatc
 async def test_two_memory_s3_writers_the_second_is_fenced(make_settings):
     node_a = await started(make_settings("a"))
     node_b = await started(make_settings("b"))
-    for node in (node_a, node_b):
-        await node.create_collection(CollectionSpec(name="docs", dimension=DIM))
-        await fill(node.get_collection("docs"), 0, 10)
+    await node_b.create_collection(CollectionSpec(name="docs", dimension=DIM))
+    with pytest.raises(TierDBError) as conflict:   # S3 holds it now: no blind second create
+        await node_a.create_collection(CollectionSpec(name="docs", dimension=DIM))
+    assert conflict.value.kind is ErrorKind.CONFLICT
+    await fill(node_b.get_collection("docs"), 0, 10)
+    await node_a.create_collection(CollectionSpec(name="docs", dimension=DIM), replace=True)
+    await fill(node_a.get_collection("docs"), 0, 10)
     await node_a.get_collection("docs").uploader.run_once()
-    loser = node_b.get_collection("docs")
+    loser = node_b.get_collection("docs")          # superseded by the replace: fenced before its WAL ships
     await loser.uploader.run_once()
     assert loser.stats().fenced and loser.state == "fenced"
     with pytest.raises(TierDBError) as err:

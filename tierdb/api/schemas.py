@@ -42,6 +42,8 @@ class CreateCollectionRequest(_Request):
     metric: str = "cosine"
     tiering_policy: str | None = None  # None: the server default (storage.tiering_policy)
     hnsw: HnswConfig | None = None
+    # memory_s3/s3_only: take over a collection of this name that S3 already holds (else 409)
+    replace: bool = False
 
 
 class DocumentIn(_Request):

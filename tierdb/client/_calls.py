@@ -266,9 +266,11 @@ def hnsw_dict(hnsw: Any) -> dict[str, int] | None:
 
 
 def create_collection(
-    name: str, dimension: int, metric: str, tiering_policy: str | None, hnsw: Any
+    name: str, dimension: int, metric: str, tiering_policy: str | None, hnsw: Any, replace: bool = False
 ) -> Call:
     body: dict[str, Any] = {"name": name, "dimension": dimension, "metric": metric}
+    if replace:
+        body["replace"] = True
     if tiering_policy is not None:
         body["tiering_policy"] = tiering_policy
     params = hnsw_dict(hnsw)

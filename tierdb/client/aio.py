@@ -88,8 +88,9 @@ class AsyncTierDB:
         metric: str = "cosine",
         tiering_policy: str | None = None,
         hnsw: dict[str, int] | Any = None,
+        replace: bool = False,
     ) -> CollectionInfo:
-        return await self._run(calls.create_collection(name, dimension, metric, tiering_policy, hnsw))
+        return await self._run(calls.create_collection(name, dimension, metric, tiering_policy, hnsw, replace))
 
     async def get_collection(self, name: str) -> CollectionInfo:
         return await self._run(calls.get_collection(name))

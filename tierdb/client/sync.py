@@ -133,11 +133,13 @@ class TierDB:
         metric: str = "cosine",
         tiering_policy: str | None = None,
         hnsw: dict[str, int] | Any = None,
+        replace: bool = False,
     ) -> CollectionInfo:
         """Create a collection. ``metric``: cosine | l2 | ip. ``tiering_policy``: memory |
         memory_s3 | s3_only (None: the server default). ``hnsw``: ``{"m", "ef_construction",
-        "ef_search"}`` (any subset) or ``HnswParams``. Raises ``Conflict`` if the name is taken."""
-        return self._run(calls.create_collection(name, dimension, metric, tiering_policy, hnsw))
+        "ef_search"}`` (any subset) or ``HnswParams``. Raises ``Conflict`` if the name is taken,
+        or if S3 already holds it and ``replace`` is False (True takes the S3 copy over)."""
+        return self._run(calls.create_collection(name, dimension, metric, tiering_policy, hnsw, replace))
 
     def get_collection(self, name: str) -> CollectionInfo:
         """Spec and document count. Raises ``NotFound``."""

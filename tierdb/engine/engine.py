@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import time
 import uuid
 
@@ -20,6 +19,7 @@ from ..models import (
     CollectionSpec,
     CollectionStats,
     HnswParams,
+    Manifest,
     normalize_policy,
 )
 from ..storage.base import BlobStore
@@ -33,16 +33,15 @@ from ..workers.dlq import DeadLetterQueue
 from ..workers.gc import RemoteGc
 from ..workers.scheduler import build_scheduler
 from ..workers.uploader import STATE_FILE, Uploader
-from . import manifest as manifests
+from . import localdirs, manifest as manifests
 from .collection import Collection
 from .dirlock import DataDirLock
 from .ramcache import SegmentRamCache
-from .restore import remote_collection_names, restore_collection
+from .restore import last_wal_seq, remote_collection_names, restore_collection
 from .wal import LocalWal, S3Wal
 
 log = logging.getLogger(__name__)
 
-_DROPPED_PREFIX = ".dropped-"
 _NODE_ID_FILE = "node_id"
 
 
@@ -73,10 +72,15 @@ class Engine:
         if self.settings.s3.bucket:
             self.remote = open_s3_store(self.settings, on_retry=_count_retry)
         local_names = await asyncio.to_thread(self._local_collection_names)
+        unfinished: set[str] = set()
         for name in local_names:
-            await self._open(name)
+            if not await self._open(name):
+                unfinished.add(name)
         if self.remote is not None:
-            await self._open_remote_only(set(local_names))
+            await self._open_remote_only(set(local_names) - unfinished, unfinished)
+        else:
+            for name in sorted(unfinished):
+                await asyncio.to_thread(self._keep_unfinished, name, "S3 is not configured")
         jobs = [("compaction", self._compaction_job, self.settings.compaction.interval_secs)]
         if self.remote is not None:
             jobs += [
@@ -134,14 +138,17 @@ class Engine:
                 self.writer_id = f.read().strip()
         else:  # read-only and never written: this node writes nothing, any id will do
             self.writer_id = uuid.uuid4().hex
-        for entry in os.listdir(self.collections_dir):
-            if entry.startswith(_DROPPED_PREFIX):
-                shutil.rmtree(os.path.join(self.collections_dir, entry), ignore_errors=True)
+        if self.read_only_reason:
+            return
+        removed = localdirs.remove_leftovers(self.data_dir)
+        if removed:
+            log.info("leftovers of interrupted drops and restores removed", extra={"entries": removed})
 
     def _local_collection_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.collections_dir) if COLLECTION_NAME.fullmatch(n))
 
-    async def _open(self, name: str, *, remote_policy: str | None = None) -> None:
+    async def _open(self, name: str, *, remote_policy: str | None = None) -> bool:
+        """Open a collection (errors are recorded in ``_failed``); False if it has no manifest."""
         started = time.perf_counter()
         try:
             if remote_policy == "s3_only":
@@ -151,18 +158,20 @@ class Engine:
             self._attach_workers(coll)
         except TierDBError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
-                log.warning("directory without a manifest ignored", extra={"collection": name})
-                return
+                return False
             self._failed[name] = exc.message
             log.error("collection failed to open", extra={"collection": name, "error": exc.message})
-            return
+            return True
         self._collections[name] = coll
         metrics.init_collection(name)
         log.info("collection opened", extra={"collection": name, "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+        return True
 
-    async def _open_remote_only(self, local_names: set[str]) -> None:
+    async def _open_remote_only(self, local_names: set[str], unfinished: set[str]) -> None:
         """Collections that exist only in S3: s3_only ones open from S3; memory_s3 ones are
-        restored to the local data directory first (disaster recovery)."""
+        restored to the local data directory first (disaster recovery).  ``unfinished`` are
+        local directories without a manifest (an interrupted restore or create): they are
+        restored again if S3 holds the collection."""
         assert self.remote is not None
         try:
             names = await remote_collection_names(self.remote)
@@ -171,6 +180,8 @@ class Engine:
             # until S3 answers and the node restarts. /health reports the S3 error.
             self.remote_error = exc.message
             log.error("cannot list collections in S3", extra={"error": exc.message})
+            for name in sorted(unfinished):
+                await asyncio.to_thread(self._keep_unfinished, name, f"S3 could not be listed: {exc.message}")
             return
         for name in names:
             if name in local_names:
@@ -179,16 +190,46 @@ class Engine:
                 latest = await manifests.load_latest(self.remote, name)
                 if latest is None:
                     continue
-                if latest.spec.tiering_policy == "memory_s3":
-                    await restore_collection(self.remote, self.store, self.data_dir, name)
-                    await self._open(name)
-                    if name in self._collections:
-                        await asyncio.to_thread(self._collections[name].seal_wal)
-                else:
-                    await self._open(name, remote_policy=latest.spec.tiering_policy)
+                if name in unfinished:
+                    log.warning("unfinished restore or create found; restoring the collection from S3 again",
+                                extra={"collection": name, "manifest_version": latest.version})
+                    unfinished.discard(name)
+                await self._open_from_s3(name, latest.spec.tiering_policy)
             except TierDBError as exc:
                 self._failed[name] = exc.message
                 log.error("collection in S3 failed to open", extra={"collection": name, "error": exc.message})
+        for name in sorted(unfinished - self._failed.keys()):  # a failed restore already says why
+            await asyncio.to_thread(self._keep_unfinished, name, "S3 does not hold the collection")
+
+    async def _open_from_s3(self, name: str, policy: str) -> None:
+        """memory_s3: restore the latest S3 manifest atomically, then open it; s3_only: open it
+        through the disk cache.  A restore error raises; an open error ends up in ``_failed``."""
+        if policy == "memory_s3":
+            await restore_collection(self.remote, self.data_dir, name)
+            await self._open(name)
+            if name in self._collections:
+                await asyncio.to_thread(self._collections[name].seal_wal)
+        else:
+            # A local directory of this name (the remains of an earlier memory_s3 copy) is stale.
+            await asyncio.to_thread(localdirs.retire, self.data_dir, name)
+            await self._open(name, remote_policy=policy)
+
+    def _keep_unfinished(self, name: str, why: str) -> None:
+        """A directory without a manifest that cannot be restored now.  Empty of data, it is
+        the remains of an interrupted create (nothing was acknowledged) and is removed; with
+        data it is kept for an operator and reported as failed (503, /health degraded)."""
+        path = localdirs.collection_dir(self.data_dir, name)
+        if not localdirs.holds_files(path):
+            localdirs.retire(self.data_dir, name)
+            log.warning("empty collection directory without a manifest removed (an interrupted create)",
+                        extra={"collection": name, "path": path})
+            return
+        self._failed[name] = (
+            f"local directory {path} has no manifest (an interrupted restore or create) and cannot be "
+            f"restored: {why}. Run `tierdb restore --collection {name}` once S3 holds it, or drop the collection"
+        )
+        log.error("collection directory without a manifest kept for an operator",
+                  extra={"collection": name, "path": path, "reason": why})
 
     def _wal_for(self, name: str) -> LocalWal:
         return LocalWal(os.path.join(self.data_dir, keys.wal_prefix(name)), fsync=self.settings.storage.fsync)
@@ -298,26 +339,89 @@ class Engine:
             raise unavailable("the server is still recovering; try again shortly")
         raise not_found(f"collection {name!r} does not exist", collection=name)
 
-    async def create_collection(self, spec: CollectionSpec) -> CollectionInfo:
+    async def create_collection(self, spec: CollectionSpec, *, replace: bool = False) -> CollectionInfo:
+        """Create a collection.  For the S3 policies S3 is asked first: if it already holds a
+        collection of that name, this is a 409 unless ``replace`` (the new collection then takes
+        over with a manifest version after S3's latest; see ``_create_in_s3``)."""
         spec = self._complete_spec(spec)
         async with self._lock:
             if spec.name in self._collections or spec.name in self._failed:
                 raise TierDBError(ErrorKind.CONFLICT, f"collection {spec.name!r} already exists", collection=spec.name)
-            if POLICIES[spec.tiering_policy].segments_in_s3:
-                coll = await Collection.create(spec, self._cache_for(spec.name), self._s3_wal(spec.name), self.settings, self.writer_id)
+            if POLICIES[spec.tiering_policy].needs_s3:
+                coll = await self._create_in_s3(spec, replace)
             else:
                 coll = await Collection.create(spec, self.store, self._wal_for(spec.name), self.settings, self.writer_id)
-            try:
-                self._attach_workers(coll)
-            except TierDBError:
-                await coll.close()
-                await asyncio.to_thread(self._remove_local, spec.name)
-                raise
-            self._collections[spec.name] = coll
+                try:
+                    self._attach_workers(coll)
+                except TierDBError:
+                    await coll.close()
+                    await asyncio.to_thread(localdirs.retire, self.data_dir, spec.name)
+                    raise
+                self._collections[spec.name] = coll
         metrics.init_collection(spec.name)
-        log.info("collection created", extra={"collection": spec.name, "dimension": spec.dimension,
+        log.info("collection created", extra={"collection": spec.name, "dimension": spec.dimension, "replace": replace,
                                                "metric": spec.metric, "policy": spec.tiering_policy})
         return coll.info()
+
+    async def _create_in_s3(self, spec: CollectionSpec, replace: bool) -> Collection:
+        """Publish the new collection's first manifest to S3, then open it from there like a
+        collection found in S3 at start (memory_s3: atomic restore into the data directory).
+
+        The first manifest is version (S3's latest + 1), written put-if-absent: a node never
+        publishes a manifest older than S3's, and the previous incarnation's writer is fenced
+        at its next manifest.  Its ``wal_seq`` is the last record of any WAL object already in
+        S3, so the new WAL continues after them and restores never replay them.  The previous
+        incarnation's objects are left to the GC, which deletes what no kept manifest needs
+        after its grace period (a fresh node restoring the old version meanwhile still works).
+        A crash after the publish leaves the new collection in S3; the next start opens it."""
+        assert self.remote is not None
+        name = spec.name
+        try:
+            versions = await manifests.versions(self.remote, name)
+            wal_floor = await last_wal_seq(self.remote, name)
+        except TierDBError as exc:
+            raise unavailable(
+                f"cannot create collection {name!r}: S3 must be asked whether it already holds it, and it "
+                f"did not answer: {exc.message}",
+                collection=name,
+            ) from exc
+        if versions and not replace:
+            raise TierDBError(
+                ErrorKind.CONFLICT,
+                f"S3 already holds collection {name!r} at manifest version {versions[-1]}; "
+                "pass replace=true to overwrite it",
+                collection=name, manifest_version=versions[-1],
+            )
+        first = Manifest(
+            version=(versions[-1] if versions else 0) + 1,
+            spec=spec,
+            segments=[],
+            wal_seq=wal_floor,
+            created_at=time.time(),
+            writer_id=self.writer_id,
+        )
+        try:
+            await manifests.publish(self.remote, first)
+        except TierDBError as exc:
+            if exc.kind is ErrorKind.FENCED:
+                raise TierDBError(
+                    ErrorKind.CONFLICT,
+                    f"collection {name!r} was created in S3 by another writer meanwhile (manifest version "
+                    f"{first.version})",
+                    collection=name,
+                ) from exc
+            raise
+        if versions:
+            log.warning("collection in S3 replaced", extra={"collection": name, "replaced_version": versions[-1],
+                                                            "manifest_version": first.version})
+        await self._open_from_s3(name, spec.tiering_policy)
+        coll = self._collections.get(name)
+        if coll is None:
+            raise unavailable(
+                f"collection {name!r} was created in S3 but failed to open: {self._failed.get(name, 'unknown error')}",
+                collection=name,
+            )
+        return coll
 
     def _complete_spec(self, spec: CollectionSpec) -> CollectionSpec:
         spec.validate()
@@ -336,7 +440,9 @@ class Engine:
             )
         index = self.settings.index
         hnsw = spec.hnsw or HnswParams(m=index.m, ef_construction=index.ef_construction, ef_search=index.ef_search).validate()
-        return msgspec.structs.replace(spec, tiering_policy=policy, hnsw=hnsw, created_at=time.time())
+        return msgspec.structs.replace(
+            spec, tiering_policy=policy, hnsw=hnsw, created_at=time.time(), incarnation=uuid.uuid4().hex
+        )
 
     async def drop_collection(self, name: str) -> None:
         async with self._lock:
@@ -346,8 +452,10 @@ class Engine:
             self._failed.pop(name, None)
             if coll is not None:
                 await coll.close()
-            await asyncio.to_thread(self._remove_local, name)
-            if self.remote is not None:
+            await asyncio.to_thread(localdirs.retire, self.data_dir, name)
+            if self.remote is not None and (coll is None or coll.policy.needs_s3):
+                # manifests first (the listing is sorted): the collection leaves S3 at once and a
+                # crash part-way leaves only unreferenced objects, which a later create skips
                 for info in await self.remote.list(keys.collection_prefix(name)):
                     await self.remote.delete(info.key)
             self._gcs.pop(name, None)
@@ -356,16 +464,6 @@ class Engine:
                 await cache.close()
         metrics.forget_collection(name)
         log.info("collection dropped", extra={"collection": name})
-
-    def _remove_local(self, name: str) -> None:
-        path = os.path.join(self.collections_dir, name)
-        if not os.path.exists(path):
-            return
-        # Renaming first makes the drop atomic: a crash leaves a .dropped- directory that the
-        # next start removes, never a half-deleted collection.
-        tomb = os.path.join(self.collections_dir, f"{_DROPPED_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
-        os.rename(path, tomb)
-        shutil.rmtree(tomb, ignore_errors=True)
 
     # == status ===================================================================================
     @property

@@ -2,23 +2,28 @@
 
 The result is exactly the state of the latest S3 manifest plus the WAL objects that continue
 it: segments (checksums verified), the WAL tail as local WAL files, the manifest, and the
-uploader's state saying all of it is already in S3.  Normal recovery then opens it.
+uploader's state saying all of it is already in S3.  It is staged aside and renamed into place
+last (see ``localdirs``), so the local manifest appears only with everything it needs.  Normal
+recovery then opens it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import time
 
 from .. import keys
+from ..crashpoints import crash_point
 from ..errors import corrupt
 from ..models import COLLECTION_NAME, Manifest, SegmentRef
 from ..storage.base import BlobStore
+from ..storage.local import LocalStore
 from ..workers.uploader import STATE_FILE, UploadState, save_state
-from . import manifest as manifests
-from .wal import decode_records, wal_file_name
+from . import localdirs, manifest as manifests
+from .wal import decode_records
 
 log = logging.getLogger(__name__)
 
@@ -73,41 +78,69 @@ async def verify_manifest(store: BlobStore, manifest: Manifest) -> list[str]:
     return problems
 
 
-async def restore_collection(remote: BlobStore, local: BlobStore, data_dir: str, name: str) -> Manifest | None:
+# Crash points inside a restore, in order (TIERDB_TEST_CRASH_AT=restore:<step>, for kill -9 tests).
+RESTORE_STEPS = ("first_segment", "segments", "wal", "upload_state", "manifest_staged", "old_retired", "published")
+
+
+async def restore_collection(remote: BlobStore, data_dir: str, name: str) -> Manifest | None:
+    """Restore ``name`` from its latest S3 manifest into ``data_dir``; None if S3 has none.
+
+    Atomic: everything is staged in a private directory (files and directories fsynced) that is
+    renamed to ``collections/<name>`` as the very last step, replacing whatever was there (an
+    unfinished restore, or the old copy for ``tierdb restore --force``).  A crash at any step
+    leaves either the previous state or the restored one; the leftover staging directory is
+    removed at the next start.
+    """
     started = time.perf_counter()
     latest = await manifests.load_latest(remote, name)
     if latest is None:
         return None
-    for ref in latest.segments:  # one GET per segment: verified in memory, then written locally
+    await asyncio.to_thread(localdirs.remove_leftovers, data_dir, name)
+    staging = localdirs.staging_dir(data_dir, name)
+    stage = LocalStore(staging)  # the data directory's layout, below a private root
+    for number, ref in enumerate(latest.segments):  # one GET per segment: verified in memory, then staged
         key = keys.segment_key(name, ref.id)
         data = await remote.get(key)
         if not _matches(ref, data):
             raise corrupt(f"cannot restore {name!r} from S3: {key} does not match its manifest entry", collection=name)
-        await local.put(key, data)
-    wal_dir = os.path.join(data_dir, keys.wal_prefix(name))
-    os.makedirs(wal_dir, exist_ok=True)
+        await stage.put(key, data)
+        if number == 0:
+            crash_point("restore:first_segment")
+    crash_point("restore:segments")
     shipped = latest.wal_seq
     for first, data in await wal_tail(remote, name, latest.wal_seq):
-        with open(os.path.join(wal_dir, wal_file_name(first)), "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        await stage.put(keys.wal_key(name, first), data)  # same name as the local WAL file
         records, _ = decode_records(data, source=name)
         shipped = max(shipped, records[-1].seq)
-    save_state(
-        os.path.join(data_dir, keys.collection_prefix(name), STATE_FILE),
-        UploadState(
-            s3_version=latest.version,
-            local_version=latest.version,
-            shipped_seq=shipped,
-            segments=[ref.id for ref in latest.segments],
-            caught_up_at=time.time(),
-        ),
+    await asyncio.to_thread(os.makedirs, os.path.join(staging, keys.wal_prefix(name)), exist_ok=True)
+    crash_point("restore:wal")
+    state = UploadState(
+        s3_version=latest.version,
+        local_version=latest.version,
+        shipped_seq=shipped,
+        segments=[ref.id for ref in latest.segments],
+        caught_up_at=time.time(),
     )
-    await local.put(keys.manifest_key(name, latest.version), manifests.encode(latest))
+    await asyncio.to_thread(save_state, os.path.join(staging, keys.collection_prefix(name), STATE_FILE), state)
+    crash_point("restore:upload_state")
+    await stage.put(keys.manifest_key(name, latest.version), manifests.encode(latest))
+    crash_point("restore:manifest_staged")
+    await asyncio.to_thread(localdirs.publish_staged, data_dir, staging, name)
+    crash_point("restore:published")
     log.info(
         "collection restored from S3",
         extra={"collection": name, "manifest_version": latest.version, "segments": len(latest.segments),
                "wal_seq": shipped, "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
     )
     return latest
+
+
+async def last_wal_seq(remote: BlobStore, name: str) -> int:
+    """The highest WAL record sequence number in the collection's S3 WAL objects (0 if none)."""
+    infos = await remote.list(keys.wal_prefix(name))
+    firsts = sorted(keys.parse_number(i.key) for i in infos if i.key.endswith(".wal"))
+    if not firsts:
+        return 0
+    key = keys.wal_key(name, firsts[-1])
+    records, _ = decode_records(await remote.get(key), source=key)
+    return records[-1].seq if records else firsts[-1]

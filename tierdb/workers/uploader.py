@@ -204,6 +204,7 @@ class Uploader:
     async def _ship_wal(self) -> int:
         if self.coll.last_seq <= self.state.shipped_seq:
             return 0
+        await self._check_not_superseded()
         await asyncio.to_thread(self.coll.seal_wal)
         uploaded = 0
         for wal_file, last_seq in await asyncio.to_thread(self.coll.wal.sealed_files):
@@ -216,9 +217,26 @@ class Uploader:
             uploaded += 1
         return uploaded
 
+    async def _check_not_superseded(self) -> None:
+        """A manifest after ours from another writer or incarnation (e.g. a create with
+        replace=true elsewhere) fences this node before it ships WAL objects the new owner's
+        restores would replay.  One HEAD, only when there is WAL to ship."""
+        key = keys.manifest_key(self.coll.name, self.state.s3_version + 1)
+        if await self.remote.head(key) is not None and not await self._written_by_this_node(key):
+            raise TierDBError(
+                ErrorKind.FENCED,
+                f"collection {self.coll.name!r}: S3 manifest version {self.state.s3_version + 1} was written by "
+                "another writer; this node stops writing the collection",
+                collection=self.coll.name,
+            )
+
     async def _written_by_this_node(self, key: str) -> bool:
         existing = manifests.decode(await self.remote.get(key), source=key)
-        return bool(existing.writer_id) and existing.writer_id == self.coll.writer_id
+        return (
+            bool(existing.writer_id)
+            and existing.writer_id == self.coll.writer_id
+            and existing.spec.incarnation == self.coll.spec.incarnation  # not a dropped/replaced predecessor
+        )
 
     async def _put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         try:

@@ -54,9 +54,11 @@ class CollectionController(Controller):
         engine: NamedDependency[Engine],
         settings: NamedDependency[Settings],
     ) -> Response[CollectionInfo]:
-        """409 if the name is taken; tiering_policy and hnsw default to the server settings."""
+        """409 if the name is taken on this node, or (memory_s3, s3_only) if S3 already holds a
+        collection of that name and ``replace`` is not true; tiering_policy and hnsw default to
+        the server settings."""
         body = await decode_body(request, CreateCollectionRequest)
-        info = await engine.create_collection(collection_spec(body, settings))
+        info = await engine.create_collection(collection_spec(body, settings), replace=body.replace)
         return respond(request, info, status_code=201)
 
     @get("/", summary="List collections", responses=error_responses(503))
