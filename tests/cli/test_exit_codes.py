@@ -9,8 +9,7 @@ import subprocess
 import sys
 
 from tests.server_process import REPO_ROOT, free_port
-from tierdb import cli
-from tierdb.cli import main
+from tierdb.cli import exit_codes, main
 
 
 def _run_tierdb(*args: str, cwd: str) -> subprocess.CompletedProcess[str]:
@@ -25,7 +24,7 @@ def test_restore_without_s3_configuration_exits_2(tmp_path, monkeypatch, capsys)
     for var in [v for v in os.environ if v.startswith("TIERDB_")]:
         monkeypatch.delenv(var)
     code = main(["restore", "--data-dir", str(tmp_path / "data")])
-    assert code == cli.EXIT_CONFIG == 2
+    assert code == exit_codes.EXIT_CONFIG == 2
     assert "s3.bucket is not set" in capsys.readouterr().err
 
 
@@ -36,7 +35,7 @@ def test_serve_on_a_busy_port_exits_1_with_a_clear_message(tmp_path) -> None:
         busy.bind(("127.0.0.1", port))
         busy.listen()
         result = _run_tierdb("serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), cwd=str(tmp_path))
-    assert result.returncode == cli.EXIT_FAILURE == 1, result.stderr
+    assert result.returncode == exit_codes.EXIT_FAILURE == 1, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "--port" in result.stderr
     assert not (tmp_path / "data").exists()  # failed before the engine started
@@ -44,8 +43,8 @@ def test_serve_on_a_busy_port_exits_1_with_a_clear_message(tmp_path) -> None:
 
 def test_exit_code_tables_match_the_code() -> None:
     codes = {
-        cli.EXIT_OK: "success", cli.EXIT_FAILURE: "failure", cli.EXIT_CONFIG: "usage or configuration",
-        cli.EXIT_NOT_FOUND: "not found", cli.EXIT_UNREACHABLE: "server unreachable", cli.EXIT_INTERRUPTED: "interrupted",
+        exit_codes.EXIT_OK: "success", exit_codes.EXIT_FAILURE: "failure", exit_codes.EXIT_CONFIG: "usage or configuration",
+        exit_codes.EXIT_NOT_FOUND: "not found", exit_codes.EXIT_UNREACHABLE: "server unreachable", exit_codes.EXIT_INTERRUPTED: "interrupted",
     }
     quickstart = (REPO_ROOT / "docs" / "quickstart.md").read_text()
     table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", quickstart, flags=re.M))

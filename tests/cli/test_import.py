@@ -17,9 +17,9 @@ from tests.cli.conftest import write_documents_jsonl, write_npy_and_jsonl
 from tests.client.support import unique
 from tests.server_process import REPO_ROOT, free_port
 from tierdb.cli import build_parser
-from tierdb.cli_remote import run_import
+from tierdb.cli.checkpoint import CHECKPOINT_SUFFIX
+from tierdb.cli.importer import run_import
 from tierdb.client import TierDB
-from tierdb.transfer import CHECKPOINT_SUFFIX
 
 DATASET = REPO_ROOT.parent / "shared" / "datasets" / "docstrings-50k"
 

@@ -14,16 +14,9 @@ import pytest
 
 from tests.cli.conftest import write_documents_jsonl, write_npy_and_jsonl
 from tierdb.cli import build_parser
-from tierdb.transfer import (
-    CHECKPOINT_SUFFIX,
-    Checkpoint,
-    InputError,
-    Progress,
-    UsageError,
-    default_checkpoint,
-    import_identity,
-    open_source,
-)
+from tierdb.cli.checkpoint import CHECKPOINT_SUFFIX, Checkpoint, default_checkpoint, import_identity
+from tierdb.cli.progress import Progress
+from tierdb.cli.readers import InputError, UsageError, open_source
 
 
 def collect(source, start: int = 0, batch_size: int = 7):

@@ -1,4 +1,4 @@
-"""Offline operations on a data directory and its S3 copy, for the CLI (server stopped).
+"""``restore`` and ``verify``: offline operations on a data directory and its S3 copy (server stopped).
 
 ``progress`` callbacks, when given, receive one short human-readable line per step (the CLI
 prints them on stderr).
@@ -10,16 +10,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from . import keys
-from .config import ConfigError, Settings
-from .engine import manifest as manifests
-from .engine import localdirs
-from .engine.dirlock import DataDirLock
-from .engine.restore import remote_collection_names, restore_collection, verify_manifest
-from .errors import TierDBError
-from .storage.base import BlobStore
-from .storage.factory import open_s3_store
-from .storage.local import LocalStore
+from .. import keys
+from ..config import ConfigError, Settings
+from ..engine import manifest as manifests
+from ..engine import localdirs
+from ..engine.dirlock import DataDirLock
+from ..engine.restore import remote_collection_names, restore_collection, verify_manifest
+from ..errors import TierDBError
+from ..storage.base import BlobStore
+from ..storage.factory import open_s3_store
+from ..storage.local import LocalStore
 
 
 def _local_names(data_dir: str) -> list[str]:
