@@ -68,9 +68,13 @@ class _ExitSignals:
 
 def _listening_socket(host: str, port: int) -> socket.socket:
     """Bind the server's socket before the engine starts, so a busy port fails fast and clearly
-    (uvicorn would recover the engine first, then exit with its own code 3)."""
+    (uvicorn would recover the engine first, then exit with its own code 3).
+
+    The protocol must be IPPROTO_TCP: asyncio sets TCP_NODELAY only on accepted sockets whose
+    ``proto`` says TCP, and without it Nagle + delayed ACK add ~40 ms to every response that
+    uvicorn writes in two parts (headers, body)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         sock.bind((host.strip("[]"), port))
