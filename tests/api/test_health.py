@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -10,16 +12,25 @@ from tierdb import __version__
 
 from .conftest import Client, create, seeded, unit
 
+PAUSE_SECS = 0.05
+
 
 async def test_health_reports_ok_with_collection_states(client: Client) -> None:
     await create(client, "docs")
+    started = time.perf_counter()
     response = await client.get("/health")
     assert response.status_code == 200
     report = response.json()
     assert report["status"] == "ok"
     assert report["version"] == __version__
     assert report["ready"] is True
-    assert report["uptime_secs"] >= 0
+    # The uptime is seconds on a clock that moves with real time: it advances between two
+    # probes by at least the pause between them and at most the time both took.
+    await asyncio.sleep(PAUSE_SECS)
+    later = (await client.get("/health")).json()["uptime_secs"]
+    elapsed = time.perf_counter() - started
+    assert report["uptime_secs"] > 0
+    assert PAUSE_SECS - 0.002 <= later - report["uptime_secs"] <= elapsed + 0.002, (report["uptime_secs"], later, elapsed)
     assert report["checks"]["data_dir_writable"] is True
     assert report["checks"]["collections"] == {"docs": "ready"}
 

@@ -1,6 +1,6 @@
 """kill -9 a real server at random instants under concurrent upserts and deletes, for each
 tiering policy (memory, memory_s3, s3_only; the S3 ones against the real S3 server of the
-session, see tests/faults/s3_shared.py).
+session, see tests/conftest.py).
 
 Every round: 4 writer threads (each owning its own ids) send new-id upserts, updates, mixed
 batches, deletes by id and deletes by filter; the server gets SIGKILL after a random 0.3-1.5 s;
@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.faults import s3_shared
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.crash
@@ -309,9 +308,9 @@ def node_env(request: pytest.FixtureRequest, policy: str) -> dict[str, str]:
     if policy == "memory":
         return dict(BASE_ENV)
     s3_server = request.getfixturevalue("s3_server")
-    s3_shared.ensure_running(s3_server)
+    s3_server.ensure_running()
     prefix = f"tests/crash-{uuid.uuid4().hex[:12]}"
-    return {**BASE_ENV, **S3_ENV, **POLICY_ENV.get(policy, {}), **s3_shared.server_env(s3_server, prefix)}
+    return {**BASE_ENV, **S3_ENV, **POLICY_ENV.get(policy, {}), **s3_server.server_env(prefix)}
 
 
 def kill9_run(tmp_path, policy: str, env: dict[str, str], kills: int) -> None:

@@ -1,5 +1,6 @@
-"""Fixtures for the fault suite: the real S3 server, engines whose S3 store has a fault
-injector in it, a chaos proxy, and checks of what S3 holds.
+"""Fixtures for the fault suite: engines whose S3 store has a fault injector in it, a chaos
+proxy, and checks of what S3 holds.  The real S3 server, ``s3_up``, ``s3_prefix``, ``s3_env``
+and ``make_settings`` come from tests/conftest.py.
 
 Where the faults go.  ``Engine.start`` builds its S3 store with ``open_s3_store(settings,
 on_retry=...)`` (tierdb/engine/engine.py); every consumer (uploader, S3 WAL, disk cache, GC)
@@ -17,27 +18,15 @@ list the fixture returns (index 0 = the first engine).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 import pytest
 
-from tests.faults import s3_shared
 from tests.faults.chaos_proxy import ChaosProxy
-from tests.minio.conftest import S3Server
 from tierdb import keys
-from tierdb.config import (
-    CompactionSettings,
-    GcSettings,
-    IndexSettings,
-    RetrySettings,
-    S3Settings,
-    Settings,
-    StorageSettings,
-    UploaderSettings,
-)
+from tierdb.config import Settings
 from tierdb.engine import manifest as manifests
 from tierdb.engine.engine import Engine
 from tierdb.engine.restore import verify_manifest
@@ -47,66 +36,7 @@ from tierdb.storage.faults import FaultInjectingStore
 from tierdb.storage.metered import MeteredStore
 from tierdb.storage.retry import RetryingStore
 from tierdb.storage.s3 import S3Store
-
-FAST_RETRY = RetrySettings(max_retries=3, base_backoff_secs=0.01, max_backoff_secs=0.05)
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    yield from s3_shared.s3_server_fixture(tmp_path_factory)
-
-
-@pytest.fixture
-def s3_up(s3_server: S3Server) -> Iterator[S3Server]:
-    """The S3 server, running before the test and again after it (a test may stop it)."""
-    s3_shared.ensure_running(s3_server)
-    yield s3_server
-    s3_shared.ensure_running(s3_server)
-
-
-@pytest.fixture
-def s3_prefix() -> str:
-    return f"tests/faults-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def s3_env(s3_up: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
-    """S3Store reads credentials from the standard AWS chain."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_up.access_key or "")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_up.secret_key or "")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_up.region)
-    return s3_up
-
-
-@pytest.fixture
-def make_settings(tmp_path, s3_env: S3Server, s3_prefix: str) -> Callable[..., Settings]:
-    """``make(node, policy="memory_s3", endpoint=None, **sections)``: nodes of one test share
-    the S3 prefix; ``endpoint`` (e.g. a chaos proxy) replaces the S3 server's own."""
-
-    def make(node: str, policy: str = "memory_s3", endpoint: str | None = None,
-             read_timeout: float = 5.0, **sections: Any) -> Settings:
-        s3 = S3Settings(
-            endpoint=endpoint or s3_env.endpoint,
-            bucket=s3_env.bucket,
-            prefix=s3_prefix,
-            region=s3_env.region,
-            path_style=True,
-            connect_timeout_secs=1.0,
-            read_timeout_secs=read_timeout,
-        )
-        values: dict[str, Any] = dict(
-            storage=StorageSettings(data_dir=str(tmp_path / node), tiering_policy=policy),
-            index=IndexSettings(threshold=64, ef_construction=100, ef_search=64, build_threads=1),
-            compaction=CompactionSettings(interval_secs=3600, threshold_ops=100_000, max_age_secs=3600),
-            s3=s3,
-            retry=FAST_RETRY,
-            uploader=UploaderSettings(interval_secs=3600, group_commit_ms=2, backoff_base_secs=0.0),  # tests drive runs
-            gc=GcSettings(interval_secs=3600, keep_manifests=3, grace_secs=600),
-        )
-        values.update(sections)
-        return Settings(**values)
-
-    return make
+from tierdb.testing.s3_server import S3Server
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ import time
 import httpx
 import pytest
 
-from tests.faults import s3_shared
-from tests.minio.conftest import S3Server
 from tests.server_process import ServerProcess
+from tierdb.testing.s3_server import S3Server
 
 pytestmark = pytest.mark.s3
 
@@ -62,7 +61,7 @@ def wait_caught_up(client: httpx.Client, deadline_secs: float) -> dict:
 def test_memory_s3_s3_down_60s_then_back_heals_without_human_action(tmp_path, s3_up: S3Server, s3_prefix):
     if not s3_up.controllable:
         pytest.skip("the S3 server was given from outside; it cannot be stopped here")
-    env = {**ENV, **s3_shared.server_env(s3_up, s3_prefix)}
+    env = {**ENV, **s3_up.server_env(s3_prefix)}
     acked: list[str] = []
     with ServerProcess(tmp_path / "node-a", policy="memory_s3", env=env) as node, node.client() as client:
         node.start()

@@ -63,12 +63,19 @@ async def test_latency_is_added_then_error_fires():
 
 async def test_remove_and_clear():
     store = FaultInjectingStore(MemoryStore())
-    fault = store.inject("transient")
-    store.remove(fault)
-    await store.put("k", b"v")
+    kept = store.inject("transient", ops="delete")
+    removed = store.inject("transient")
+    store.remove(removed)
+    assert store.faults == [kept]
+    await store.put("k", b"v")                 # the removed fault no longer fires
+    store.remove(removed)                      # removing twice is harmless
+    assert store.faults == [kept]
     store.inject("transient")
     store.clear()
-    await store.get("k")
+    assert store.faults == []
+    assert await store.get("k") == b"v"
+    await store.delete("k")                    # nor does a cleared one
+    assert await store.head("k") is None
 
 
 def test_rejects_unknown_kinds_and_ops():

@@ -114,19 +114,24 @@ class Backoff:
     base: float = 0.25
     cap: float = 8.0
     max_retry_after: float = 60.0
+    # Injectable for tests: the jitter source (a float in [0, 1)) and the wall clock that an
+    # HTTP-date ``Retry-After`` is measured against.
+    jitter: Callable[[], float] = random.random
+    now: Callable[[], float] = time.time
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds to wait before retry number ``attempt + 1`` (attempt counts from 0)."""
         ceiling = min(self.cap, self.base * (2**attempt))
-        wait = ceiling / 2 + random.uniform(0, ceiling / 2)
-        floor = parse_retry_after(retry_after)
+        wait = ceiling / 2 + self.jitter() * ceiling / 2
+        floor = parse_retry_after(retry_after, now=self.now)
         if floor is not None:
             wait = max(wait, min(floor, self.max_retry_after))
         return wait
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or invalid."""
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (seconds after ``now()``);
+    None when absent or invalid."""
     if not value:
         return None
     value = value.strip()
@@ -138,7 +143,7 @@ def parse_retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - now())
 
 
 RETRY_STATUSES = frozenset({429, 503})

@@ -64,7 +64,8 @@ class SegmentRamCache:
             victim = self._lru[key]
             if victim is keep or not victim.resident:
                 continue
-            victim.unload()
+            if not victim.unload():
+                continue          # cannot be dropped (no loader): still resident, still counted
             self._bytes[key] = 0
             evicted += 1
         if evicted:

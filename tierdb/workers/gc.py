@@ -37,8 +37,8 @@ class RemoteGc:
         """Delete what has been unneeded for the grace period; returns how many objects."""
         if newest_version == self._seen_version and not self._first_unneeded:
             return 0
-        self._seen_version = newest_version
         unneeded = await self._unneeded()
+        self._seen_version = newest_version   # only now: a failed listing is retried next run
         now = self.clock()
         self._first_unneeded = {k: self._first_unneeded.get(k, now) for k in unneeded}
         deleted = 0

