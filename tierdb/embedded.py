@@ -127,8 +127,10 @@ class EmbeddedTierDB:
 
     def __init__(self, settings: Any) -> None:
         from .engine.engine import Engine, release_freed_memory
+        from .service.limits import Limits
 
         self.settings = settings
+        self._limits = Limits.of(settings)
         self.path = settings.storage.data_dir
         self._rt = _Runtime()
         self.engine = Engine(settings)
@@ -159,11 +161,26 @@ class EmbeddedTierDB:
         try:
             return self._rt.submit(run())
         except TierDBError as exc:
-            context = {k: v for k, v in exc.context.items() if isinstance(v, (str, int, float, bool))}
-            raise make_error(exc.status_code, exc.kind.value, exc.message, None, context) from None
+            raise _client_error(exc) from None
+
+    def _check(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a service-layer check in the calling thread; its error as the client's exception."""
+        from .errors import TierDBError
+
+        try:
+            return fn(*args)
+        except TierDBError as exc:
+            raise _client_error(exc) from None
 
     def _collection(self, name: str) -> Any:
         return self.engine.get_collection(name)
+
+    def _check_query(self, k: Any, ef: Any, batch: list[list[float]] | None) -> None:
+        """The checks the REST API makes before a query reaches the engine, in the same order."""
+        self._limits.check_k(k)
+        self._limits.check_ef(ef)
+        if batch is not None:
+            self._limits.check_query_vectors("vectors", len(batch))
 
     def close(self) -> None:
         """Shut the engine down (queued writes committed, WAL closed). Idempotent."""
@@ -189,21 +206,10 @@ class EmbeddedTierDB:
         hnsw: dict[str, int] | Any = None,
         replace: bool = False,
     ) -> t.CollectionInfo:
-        from .models import CollectionSpec, HnswParams
+        from .service.spec import request_spec
 
         params = calls.hnsw_dict(hnsw)
-        index = self.settings.index
-        spec = CollectionSpec(
-            name=name,
-            dimension=dimension,
-            metric=metric,
-            tiering_policy=tiering_policy or "",
-            hnsw=None if params is None else HnswParams(
-                m=params.get("m", index.m),
-                ef_construction=params.get("ef_construction", index.ef_construction),
-                ef_search=params.get("ef_search", index.ef_search),
-            ),
-        )
+        spec = self._check(request_spec, self.settings, name, dimension, metric, tiering_policy, params)
         return _convert(self._call(self.engine.create_collection, spec, replace=replace), t.CollectionInfo)
 
     def get_collection(self, name: str) -> t.CollectionInfo:
@@ -236,12 +242,14 @@ class EmbeddedTierDB:
     ) -> int:
         total = 0
         for batch in calls.upsert_batches(ids, vectors, metadatas, batch_size):
+            self._check(self._limits.check_batch, "documents", len(batch.ids))
             total += self._call(lambda b=batch: self._collection(name).upsert(b.ids, b.vectors, b.metadatas))
         return total
 
     def get(self, name: str, ids: Sequence[str], batch_size: int = calls.DEFAULT_BATCH) -> list[t.Document]:
         found: list[t.Document] = []
         for chunk in calls.chunks(calls.as_ids(ids), batch_size):
+            self._check(self._limits.check_batch, "ids", len(chunk))
             found.extend(_convert(self._call(lambda c=chunk: self._collection(name).get(c)), list[t.Document]))
         return found
 
@@ -261,10 +269,11 @@ class EmbeddedTierDB:
         id_list = calls.check_delete(ids, filter)
         if id_list is None:
             return self._call(lambda: self._collection(name).delete(ids=None, filter=filter))
-        return sum(
-            self._call(lambda c=chunk: self._collection(name).delete(ids=c, filter=filter))
-            for chunk in calls.chunks(id_list, batch_size)
-        )
+        total = 0
+        for chunk in calls.chunks(id_list, batch_size):
+            self._check(self._limits.check_batch, "ids", len(chunk))
+            total += self._call(lambda c=chunk: self._collection(name).delete(ids=c, filter=filter))
+        return total
 
     def query(
         self,
@@ -278,7 +287,7 @@ class EmbeddedTierDB:
     ) -> list[t.Hit] | list[list[t.Hit]]:
         one, many = calls.query_vectors(vector, vectors)
         fields = calls.check_include(include)
-        _check_query(k, ef, self.settings.server.max_k)
+        self._check(self._check_query, k, ef, many)
         results = self._call(
             lambda: self._collection(name).query(
                 [one] if one is not None else many,
@@ -322,9 +331,7 @@ def _enc_hook(obj: Any) -> Any:
     return tolist()
 
 
-def _check_query(k: int, ef: int | None, max_k: int) -> None:
-    """The limits the REST API applies (server.max_k, ef <= 4096), so both modes agree."""
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
-        raise make_error(400, "invalid", f"k must be between 1 and {max_k} (server.max_k), got {k!r}", None, {"field": "k"})
-    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or not 1 <= ef <= 4096):
-        raise make_error(400, "invalid", f"ef must be between 1 and 4096, got {ef!r}", None, {"field": "ef"})
+def _client_error(exc: Any) -> Exception:
+    """An engine ``TierDBError`` as the exception the HTTP client raises for the same error."""
+    context = {k: v for k, v in exc.context.items() if isinstance(v, (str, int, float, bool))}
+    return make_error(exc.status_code, exc.kind.value, exc.message, None, context)

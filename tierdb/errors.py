@@ -1,9 +1,15 @@
-"""One error type for the whole engine; the kind decides the HTTP status."""
+"""One error type for the whole engine, and the one table of error kinds.
+
+``ERROR_KINDS`` is the only place that says, for each kind an error response can carry, which
+HTTP status it has and which exception the clients raise for it (by class name in
+``tierdb.client.errors``, which builds its lookups from this table).  The API (api/errors.py),
+the HTTP clients and embedded mode all read it, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class ErrorKind(str, enum.Enum):
@@ -18,21 +24,50 @@ class ErrorKind(str, enum.Enum):
     UNAVAILABLE = "unavailable"          # 503: try again later (recovering, S3 down, shutting down)
     INSUFFICIENT_STORAGE = "insufficient_storage"  # 507: disk full / read-only
     CORRUPT = "corrupt"                  # 500: on-disk or in-S3 data failed a checksum
+    # Kinds only the HTTP layer produces (routing, media types, slow clients, rate limits, bugs).
+    INTERNAL = "internal"                # 500: an unexpected error; details only in the server log
+    METHOD_NOT_ALLOWED = "method_not_allowed"          # 405
+    TIMEOUT = "timeout"                  # 408: the client sent its request too slowly
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415
+    TOO_MANY_REQUESTS = "too_many_requests"            # 429
 
 
-HTTP_STATUS: dict[ErrorKind, int] = {
-    ErrorKind.INVALID: 400,
-    ErrorKind.NOT_FOUND: 404,
-    ErrorKind.CONFLICT: 409,
-    ErrorKind.PRECONDITION: 412,
-    ErrorKind.TOO_LARGE: 413,
-    ErrorKind.UNAUTHORIZED: 401,
-    ErrorKind.FORBIDDEN: 403,
-    ErrorKind.FENCED: 409,
-    ErrorKind.UNAVAILABLE: 503,
-    ErrorKind.INSUFFICIENT_STORAGE: 507,
-    ErrorKind.CORRUPT: 500,
+class KindRule(NamedTuple):
+    status: int        # the HTTP status of an error of this kind
+    client_error: str  # the exception class the clients raise (a name in tierdb.client.errors)
+
+
+# Order matters where statuses repeat: the first kind listed for a status is the one an error
+# with only that status (a proxy's answer, a framework error) is given.
+ERROR_KINDS: dict[ErrorKind, KindRule] = {
+    ErrorKind.INVALID: KindRule(400, "InvalidRequest"),
+    ErrorKind.UNAUTHORIZED: KindRule(401, "Unauthorized"),
+    ErrorKind.FORBIDDEN: KindRule(403, "Forbidden"),
+    ErrorKind.NOT_FOUND: KindRule(404, "NotFound"),
+    ErrorKind.METHOD_NOT_ALLOWED: KindRule(405, "InvalidRequest"),
+    ErrorKind.TIMEOUT: KindRule(408, "InvalidRequest"),
+    ErrorKind.CONFLICT: KindRule(409, "Conflict"),
+    ErrorKind.FENCED: KindRule(409, "Fenced"),
+    ErrorKind.PRECONDITION: KindRule(412, "Conflict"),
+    ErrorKind.TOO_LARGE: KindRule(413, "PayloadTooLarge"),
+    ErrorKind.UNSUPPORTED_MEDIA_TYPE: KindRule(415, "InvalidRequest"),
+    ErrorKind.TOO_MANY_REQUESTS: KindRule(429, "RateLimited"),
+    ErrorKind.INTERNAL: KindRule(500, "ServerError"),
+    ErrorKind.CORRUPT: KindRule(500, "ServerError"),
+    ErrorKind.UNAVAILABLE: KindRule(503, "Unavailable"),
+    ErrorKind.INSUFFICIENT_STORAGE: KindRule(507, "InsufficientStorage"),
 }
+
+HTTP_STATUS: dict[ErrorKind, int] = {kind: rule.status for kind, rule in ERROR_KINDS.items()}
+
+_KIND_BY_STATUS: dict[int, ErrorKind] = {}
+for _kind, _rule in ERROR_KINDS.items():
+    _KIND_BY_STATUS.setdefault(_rule.status, _kind)
+
+
+def kind_for_status(status: int) -> ErrorKind | None:
+    """The kind of an error known only by its HTTP status (None: no kind has that status)."""
+    return _KIND_BY_STATUS.get(status)
 
 
 class TierDBError(Exception):
@@ -66,3 +101,7 @@ def corrupt(message: str, **context: Any) -> TierDBError:
 
 def unavailable(message: str, **context: Any) -> TierDBError:
     return TierDBError(ErrorKind.UNAVAILABLE, message, **context)
+
+
+def too_large(message: str, **context: Any) -> TierDBError:
+    return TierDBError(ErrorKind.TOO_LARGE, message, **context)

@@ -256,3 +256,14 @@ class DlqEntry(msgspec.Struct, frozen=True):
     permanent: bool = False          # True: not retryable (auth, missing bucket, ...)
     first_failed_at: float = 0.0
     last_failed_at: float = 0.0
+
+
+class CompactResult(msgspec.Struct, frozen=True):
+    """What an on-demand compaction did: the engine's result, the admin API's response body and
+    the clients' return value (one definition for all three)."""
+
+    flushed_rows: int          # memtable rows written to a new segment
+    merged_segments: int       # segments merged into one
+    segments: int              # live segments afterwards
+    manifest_version: int      # the manifest published by the compaction
+    duration_secs: float

@@ -91,3 +91,26 @@ async def test_errors_are_documented_with_the_error_body(client: Client) -> None
 
 async def test_schema_ui_is_served(client: Client) -> None:
     assert (await client.get("/schema")).status_code == 200
+
+
+async def test_the_compact_response_is_what_openapi_declares(client: Client) -> None:
+    """POST /admin/.../compact answers with exactly the ``CompactResult`` its 200 response names."""
+    import jsonschema_rs
+
+    from .conftest import create, doc, unit, upsert
+
+    spec = await _spec(client)
+    operation = spec["paths"]["/admin/collections/{name}/compact"]["post"]
+    declared = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert declared["$ref"] == "#/components/schemas/CompactResult"
+    schema = spec["components"]["schemas"]["CompactResult"]
+
+    await create(client)
+    await upsert(client, "docs", [doc(f"d{i}", unit(i)) for i in range(3)])
+    response = await client.post("/admin/collections/docs/compact")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    jsonschema_rs.validate({**declared, "components": spec["components"]}, body)
+    assert set(body) == set(schema["properties"])
+    assert set(schema.get("required", [])) == set(schema["properties"])  # every field always sent
+    assert body["flushed_rows"] == 3

@@ -22,7 +22,7 @@ from litestar.status_codes import (
 )
 from litestar.types import ExceptionHandlersMap
 
-from ..errors import ErrorKind, TierDBError
+from ..errors import ErrorKind, TierDBError, kind_for_status
 from ..logging_setup import request_id_for_scope
 from .codec import JSON, encode_json
 
@@ -30,19 +30,6 @@ log = logging.getLogger("tierdb.api")
 
 _RESERVED = frozenset({"error", "message", "request_id"})
 _SCALARS = (str, int, float, bool)
-_KIND_BY_STATUS = {
-    400: "invalid",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "timeout",
-    409: "conflict",
-    413: "too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    503: "unavailable",
-}
 RETRY_AFTER_SECS = 1
 
 
@@ -120,8 +107,8 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     status = exc.status_code
     if status >= 500:
         return internal_error_handler(request, exc)
-    kind = _KIND_BY_STATUS.get(status, "invalid")
-    return error_response(request, status, kind, _http_message(request, exc), headers=exc.headers or None)
+    kind = kind_for_status(status) or ErrorKind.INVALID
+    return error_response(request, status, kind.value, _http_message(request, exc), headers=exc.headers or None)
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -134,7 +121,7 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         extra={"request_id": request_id},
     )
     message = f"internal server error; quote request id {request_id} when reporting it"
-    return error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, "internal", message)
+    return error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, ErrorKind.INTERNAL.value, message)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

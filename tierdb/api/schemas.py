@@ -2,7 +2,8 @@
 
 Request Structs reject unknown fields, so a typo ("vectorz") is a 400 naming the field instead
 of a silently ignored value.  Structural rules (types, non-empty lists) live here; limits that
-come from settings (batch size, k, number of query vectors) are checked by the controllers;
+come from settings (batch size, k, number of query vectors) are checked by the controllers with
+``tierdb.service.limits``;
 semantics (dimension, NaN, duplicate ids, filter operators) by the engine.
 
 Response Structs that the engine already returns (``CollectionInfo``, ``Document``) are reused.
@@ -16,9 +17,9 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ..models import CollectionInfo, Document
+from ..service.rules import Include
 
 NonEmpty = Meta(min_length=1)
-Include = Literal["metadata", "vector"]
 
 
 class _Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

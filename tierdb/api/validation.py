@@ -1,4 +1,5 @@
-"""Request checks that need settings or the collection: limits, vector shape, finite values.
+"""Request checks that need the collection: vector shape and finite values (the limits are
+``tierdb.service.limits``).
 
 They run before the engine is called, so a rejected request changes nothing.  The engine
 re-checks semantics (dimension, NaN, ids, filters) for every caller; the versions here exist to
@@ -11,30 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ErrorKind, TierDBError, invalid
-
-MAX_EF = 4096
-
-
-def check_count(what: str, count: int, limit: int, setting: str) -> None:
-    """Too many items in one request is a 413 naming the limit and the setting that controls it."""
-    if count > limit:
-        raise TierDBError(
-            ErrorKind.TOO_LARGE,
-            f"{what} has {count} entries; the limit is {limit} per request ({setting})",
-            field=what,
-            limit=limit,
-        )
-
-
-def check_k(k: int, max_k: int) -> None:
-    if not 1 <= k <= max_k:
-        raise invalid(f"k must be between 1 and {max_k} (server.max_k), got {k}", field="k")
-
-
-def check_ef(ef: int | None) -> None:
-    if ef is not None and not 1 <= ef <= MAX_EF:
-        raise invalid(f"ef must be between 1 and {MAX_EF}, got {ef}", field="ef")
+from ..errors import invalid
 
 
 def to_matrix(rows: Sequence[Sequence[float]], dimension: int, label: Callable[[int], str]) -> np.ndarray:

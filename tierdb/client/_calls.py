@@ -20,11 +20,11 @@ import msgspec
 import numpy as np
 
 from . import types as t
+from ..service import rules
 from .errors import TierDBClientError, make_error
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
-INCLUDE_FIELDS = ("metadata", "vector")
 DEFAULT_BATCH = 1000
 
 
@@ -234,23 +234,25 @@ def check_include(include: Sequence[str]) -> list[str]:
     if isinstance(include, str):
         include = (include,)
     out = list(include)
-    for field in out:
-        if field not in INCLUDE_FIELDS:
-            raise ValueError(f"include accepts {', '.join(INCLUDE_FIELDS)}; got {field!r}")
+    problem = rules.include_problem(out)
+    if problem:
+        raise ValueError(problem)
     return out
 
 
 def query_vectors(vector: Any, vectors: Any) -> tuple[list[float] | None, list[list[float]] | None]:
-    if (vector is None) == (vectors is None):
-        raise ValueError("give exactly one of vector= (one query) or vectors= (a batch)")
+    problem = rules.query_vectors_problem(vector, vectors, rules.keyword)
+    if problem:
+        raise ValueError(problem)
     if vector is not None:
         return as_vector(vector), None
     return None, as_matrix(vectors).tolist()
 
 
 def check_delete(ids: Any, filter: dict[str, Any] | None) -> list[str] | None:
-    if ids is None and filter is None:
-        raise ValueError("give ids=, filter= or both (both: the listed ids that match the filter)")
+    problem = rules.delete_selector_problem(ids, filter, rules.keyword)
+    if problem:
+        raise ValueError(problem)
     return None if ids is None else as_ids(ids)
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ERROR_KINDS, kind_for_status
+
 
 class TierDBClientError(Exception):
     """Base class. ``status`` is the HTTP status (0 when no response arrived)."""
@@ -106,43 +108,20 @@ class RequestTimeout(ConnectionFailed):
     For a call that is not idempotent (e.g. ``compact``) the work may still be going on."""
 
 
+_CLASSES: dict[str, type[TierDBClientError]] = {
+    cls.__name__: cls
+    for cls in (
+        InvalidRequest, PayloadTooLarge, Unauthorized, Forbidden, NotFound, Conflict, Fenced,
+        RateLimited, Unavailable, InsufficientStorage, ServerError,
+    )
+}
+# Both lookups come from the one table of error kinds (tierdb/errors.py), shared with the server.
 _BY_KIND: dict[str, type[TierDBClientError]] = {
-    "invalid": InvalidRequest,
-    "method_not_allowed": InvalidRequest,
-    "unsupported_media_type": InvalidRequest,
-    "too_large": PayloadTooLarge,
-    "unauthorized": Unauthorized,
-    "forbidden": Forbidden,
-    "not_found": NotFound,
-    "conflict": Conflict,
-    "precondition": Conflict,
-    "fenced": Fenced,
-    "too_many_requests": RateLimited,
-    "unavailable": Unavailable,
-    "insufficient_storage": InsufficientStorage,
-    "corrupt": ServerError,
-    "internal": ServerError,
+    kind.value: _CLASSES[rule.client_error] for kind, rule in ERROR_KINDS.items()
 }
-
 _BY_STATUS: dict[int, type[TierDBClientError]] = {
-    400: InvalidRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    405: InvalidRequest,
-    409: Conflict,
-    412: Conflict,
-    413: PayloadTooLarge,
-    415: InvalidRequest,
-    422: InvalidRequest,
-    429: RateLimited,
-    503: Unavailable,
-    507: InsufficientStorage,
-}
-
-_KIND_BY_STATUS = {
-    400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
-    413: "too_large", 429: "too_many_requests", 503: "unavailable", 507: "insufficient_storage",
+    rule.status: _BY_KIND[kind_for_status(rule.status).value]  # type: ignore[union-attr]
+    for rule in ERROR_KINDS.values()
 }
 
 
@@ -167,7 +146,9 @@ def make_error(
     details: dict[str, Any] | None = None,
 ) -> TierDBClientError:
     """Build the typed exception for an error the server (or the embedded engine) reported."""
-    kind = kind or _KIND_BY_STATUS.get(status) or ("internal" if status >= 500 else "error")
+    if not kind:
+        known = kind_for_status(status)
+        kind = known.value if known is not None else ("internal" if status >= 500 else "error")
     return error_class(status, kind)(status, kind, message, request_id, details)
 
 

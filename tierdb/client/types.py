@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from ..models import DlqEntry  # the server's own wire type: one definition for both sides
+from ..models import CompactResult, DlqEntry  # the server's own wire types: one definition for both sides
 
 
 class HnswParams(msgspec.Struct, frozen=True):
@@ -79,16 +79,6 @@ class CollectionStatus(msgspec.Struct, frozen=True):
     cache_bytes_ram: int = 0
     cache_bytes_disk: int = 0
     error: str = ""
-
-
-class CompactResult(msgspec.Struct, frozen=True):
-    """What an on-demand compaction did."""
-
-    flushed_rows: int = 0
-    merged_segments: int = 0
-    segments: int = 0
-    manifest_version: int = 0
-    duration_secs: float = 0.0
 
 
 # -- response envelopes (wire only) --------------------------------------------------------------

@@ -32,6 +32,7 @@ from ..models import (
     CollectionInfo,
     CollectionSpec,
     CollectionStats,
+    CompactResult,
     DlqEntry,
     Document,
     Hit,
@@ -40,6 +41,7 @@ from ..models import (
     check_json_value,
     check_new_ids,
 )
+from ..service.limits import Limits
 from ..tiering import POLICIES
 from ..workers.dlq import DeadLetterQueue
 from ..storage.base import BlobStore
@@ -55,7 +57,6 @@ from .wal import LocalWal, WalRecord, frame
 
 log = logging.getLogger(__name__)
 
-MAX_K = 10_000
 
 
 @dataclass
@@ -366,10 +367,9 @@ class Collection:
         ef: int | None = None,
     ) -> list[list[Hit]]:
         self._check_open()
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-            raise invalid(f"k must be an integer between 1 and {MAX_K}, got {k!r}", field="k")
-        if ef is not None and (not isinstance(ef, int) or not 1 <= ef <= 100_000):
-            raise invalid(f"ef must be an integer between 1 and 100000, got {ef!r}", field="ef")
+        limits = Limits.of(self.settings)
+        limits.check_k(k)
+        limits.check_ef(ef)
         matrix = as_matrix(vectors, self.spec.dimension, what="query vector")
         predicate = compile_filter(filter, self.settings.server.max_nesting_depth) if filter is not None else None
         started = time.perf_counter()
@@ -447,19 +447,19 @@ class Collection:
                 return  # abandoned for shutdown (logged at INFO); the WAL holds the rows
             raise
 
-    async def compact(self, full: bool = False) -> dict:
+    async def compact(self, full: bool = False) -> CompactResult:
         """Flush the memtable and merge segments (all of them when full)."""
         self._check_writable()
         started = time.perf_counter()
         flushed = await self.flush(force=True)
         merged = await self.merge(full=full)
-        return {
-            "flushed_rows": flushed,
-            "merged_segments": merged,
-            "segments": len(self.segments),
-            "manifest_version": self.manifest.version if self.manifest else 0,
-            "duration_secs": round(time.perf_counter() - started, 3),
-        }
+        return CompactResult(
+            flushed_rows=flushed,
+            merged_segments=merged,
+            segments=len(self.segments),
+            manifest_version=self.manifest.version if self.manifest else 0,
+            duration_secs=round(time.perf_counter() - started, 3),
+        )
 
     async def flush(self, force: bool = False) -> int:
         """Turn the memtable into a segment. Returns the number of rows written."""

@@ -8,7 +8,6 @@ import os
 import time
 import uuid
 
-import msgspec
 
 from .. import keys, metrics
 from ..config import Settings
@@ -18,10 +17,10 @@ from ..models import (
     CollectionInfo,
     CollectionSpec,
     CollectionStats,
-    HnswParams,
     Manifest,
     normalize_policy,
 )
+from ..service.spec import complete_spec
 from ..storage.base import BlobStore
 from ..storage.cache import DiskCachedStore
 from ..storage.local import LocalStore
@@ -424,25 +423,7 @@ class Engine:
         return coll
 
     def _complete_spec(self, spec: CollectionSpec) -> CollectionSpec:
-        spec.validate()
-        limit = self.settings.server.max_dimension
-        if spec.dimension > limit:
-            raise invalid(
-                f"dimension {spec.dimension} exceeds this server's limit of {limit} (server.max_dimension)",
-                field="dimension",
-            )
-        policy = normalize_policy(spec.tiering_policy) if spec.tiering_policy else self.default_policy
-        if POLICIES[policy].needs_s3 and not self.settings.s3.bucket:
-            raise invalid(
-                f"tiering_policy {policy!r} needs S3: set s3.bucket (TIERDB_S3_BUCKET) and, for MinIO or "
-                "SeaweedFS, s3.endpoint (TIERDB_S3_ENDPOINT)",
-                field="tiering_policy",
-            )
-        index = self.settings.index
-        hnsw = spec.hnsw or HnswParams(m=index.m, ef_construction=index.ef_construction, ef_search=index.ef_search).validate()
-        return msgspec.structs.replace(
-            spec, tiering_policy=policy, hnsw=hnsw, created_at=time.time(), incarnation=uuid.uuid4().hex
-        )
+        return complete_spec(spec, self.settings)
 
     async def drop_collection(self, name: str) -> None:
         async with self._lock:

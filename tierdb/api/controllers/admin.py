@@ -18,7 +18,7 @@ from litestar.openapi.spec import Operation
 from litestar.params import FromPath
 
 from ...engine.engine import Engine
-from ...models import CollectionStats, DlqEntry
+from ...models import CollectionStats, CompactResult, DlqEntry
 from ..auth import require_admin
 from ..codec import decode, request_media_type, respond
 from ..openapi import REF_TEMPLATE, body_operation, error_responses
@@ -31,14 +31,6 @@ class CompactRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Optional body of a compaction request; an empty body means ``{"full": false}``."""
 
     full: bool = False  # merge every segment into one, not only those the size-tiered policy picks
-
-
-class CompactResult(msgspec.Struct, frozen=True):
-    flushed_rows: int          # memtable rows written to a new segment
-    merged_segments: int       # segments merged into one
-    segments: int              # live segments afterwards
-    manifest_version: int      # the manifest published by the compaction
-    duration_secs: float
 
 
 class DlqList(msgspec.Struct, frozen=True):

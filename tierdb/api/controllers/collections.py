@@ -4,37 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from ...config import Settings
 from ...engine.engine import Engine
-from ...models import CollectionInfo, CollectionSpec, HnswParams, normalize_policy
+from ...models import CollectionInfo, CollectionSpec
+from ...service.spec import request_spec
 from ..codec import decode_body, respond
 from ..openapi import body_operation, error_responses
-from ..schemas import CollectionList, CreateCollectionRequest, HnswConfig
-
-
-def _pick(value: int | None, default: int) -> int:
-    return default if value is None else value
+from ..schemas import CollectionList, CreateCollectionRequest
 
 
 def collection_spec(body: CreateCollectionRequest, settings: Settings) -> CollectionSpec:
     """The validated spec for a create request; omitted values take the server defaults."""
-    hnsw = body.hnsw or HnswConfig()
-    index = settings.index
-    return CollectionSpec(
-        name=body.name,
-        dimension=body.dimension,
-        metric=body.metric,
-        tiering_policy=normalize_policy(body.tiering_policy or settings.storage.tiering_policy),
-        hnsw=HnswParams(
-            m=_pick(hnsw.m, index.m),
-            ef_construction=_pick(hnsw.ef_construction, index.ef_construction),
-            ef_search=_pick(hnsw.ef_search, index.ef_search),
-        ),
-    ).validate()
+    hnsw = msgspec.structs.asdict(body.hnsw) if body.hnsw is not None else None
+    return request_spec(settings, body.name, body.dimension, body.metric, body.tiering_policy, hnsw)
 
 
 class CollectionController(Controller):

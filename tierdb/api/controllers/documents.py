@@ -12,17 +12,27 @@ from ...config import Settings
 from ...engine.engine import Engine
 from ...errors import invalid, not_found
 from ...models import Document
+from ...service import rules
+from ...service.limits import Limits
 from ..codec import decode_body, respond
 from ..openapi import body_operation, error_responses
-from ..schemas import DeleteRequest, DeleteResult, DocumentList, GetManyRequest, UpsertRequest, UpsertResult
-from ..validation import check_count, to_matrix
+from ..schemas import (
+    DeleteRequest,
+    DeleteResult,
+    DocumentList,
+    GetManyRequest,
+    UpsertRequest,
+    UpsertResult,
+)
+from ..validation import to_matrix
 
 
 def _check_delete(body: DeleteRequest, settings: Settings) -> None:
-    if body.ids is None and body.filter is None:
-        raise invalid("give 'ids', 'filter' or both (both: delete the listed ids that match the filter)")
+    problem = rules.delete_selector_problem(body.ids, body.filter, rules.body_field)
+    if problem:
+        raise invalid(problem)
     if body.ids is not None:
-        check_count("ids", len(body.ids), settings.server.max_batch, "server.max_batch")
+        Limits.of(settings).check_batch("ids", len(body.ids))
 
 
 class DocumentController(Controller):
@@ -46,7 +56,7 @@ class DocumentController(Controller):
         """Insert or replace documents by id. Atomic; acknowledged once durable per the tiering policy."""
         body = await decode_body(request, UpsertRequest)
         documents = body.documents
-        check_count("documents", len(documents), settings.server.max_batch, "server.max_batch")
+        Limits.of(settings).check_batch("documents", len(documents))
         collection = engine.get_collection(name)
         vectors = to_matrix(
             [doc.vector for doc in documents], collection.spec.dimension, lambda i: f"documents[{i}].vector"
@@ -85,7 +95,7 @@ class DocumentController(Controller):
     ) -> Response[DocumentList]:
         """The documents found, in request order; missing ids are left out."""
         body = await decode_body(request, GetManyRequest)
-        check_count("ids", len(body.ids), settings.server.max_batch, "server.max_batch")
+        Limits.of(settings).check_batch("ids", len(body.ids))
         documents = await engine.get_collection(name).get(body.ids)
         return respond(request, DocumentList(documents=documents))
 

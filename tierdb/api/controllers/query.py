@@ -13,22 +13,26 @@ from ...config import Settings
 from ...engine.engine import Engine
 from ...errors import invalid
 from ...models import Hit
+from ...service import rules
+from ...service.limits import Limits
 from ..codec import decode_body, respond
 from ..openapi import body_operation, error_responses
 from ..schemas import BatchQueryResult, QueryHit, QueryRequest, QueryResult
-from ..validation import check_count, check_ef, check_k, to_matrix
+from ..validation import to_matrix
 
 
 def _query_rows(body: QueryRequest, settings: Settings) -> tuple[list[list[float]], str]:
     """The query vectors and how to name row i in errors; checks shape and limits."""
-    if (body.vector is None) == (body.vectors is None):
-        raise invalid("give exactly one of 'vector' (one query) or 'vectors' (a batch)")
-    check_k(body.k, settings.server.max_k)
-    check_ef(body.ef)
+    problem = rules.query_vectors_problem(body.vector, body.vectors, rules.body_field)
+    if problem:
+        raise invalid(problem)
+    limits = Limits.of(settings)
+    limits.check_k(body.k)
+    limits.check_ef(body.ef)
     if body.vector is not None:
         return [body.vector], "vector"
     assert body.vectors is not None
-    check_count("vectors", len(body.vectors), settings.server.max_query_vectors, "server.max_query_vectors")
+    limits.check_query_vectors("vectors", len(body.vectors))
     return body.vectors, "vectors"
 
 
