@@ -126,7 +126,8 @@ class EmbeddedTierDB:
     """
 
     def __init__(self, settings: Any) -> None:
-        from .engine.engine import Engine, release_freed_memory
+        from .node import Engine
+        from .node.datadir import release_freed_memory
 
         self.settings = settings
         self.path = settings.storage.data_dir

@@ -434,7 +434,7 @@ async def export_collection(
     ``out`` with a ``.jsonl`` suffix).  Files are written under a temporary name and renamed when
     complete.  Raises ``tierdb.errors.TierDBError`` (not_found, ...) from the engine.
     """
-    from .engine.engine import Engine
+    from .node import Engine
 
     suffix = out.suffix.lower()
     if suffix not in (".jsonl", ".ndjson", ".npy"):

@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from ...config import Settings
-from ...engine.engine import Engine
+from ...node import Engine
 from ...models import CollectionInfo, CollectionSpec, HnswParams, normalize_policy
 from ..codec import decode_body, respond
 from ..openapi import body_operation, error_responses
