@@ -26,6 +26,7 @@ from .cli import (
     EXIT_UNREACHABLE,
     positive_int,
 )
+from .tiering import POLICIES
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 IMPORT_RETRIES = 6  # a long import rides out a server restart of a few seconds
@@ -254,7 +255,8 @@ def add_collections(subparsers: Any) -> None:
 def _lag(status: Any) -> str:
     if status is None:
         return "-"
-    if status.policy == "memory":
+    policy = POLICIES.get(status.policy)
+    if policy is not None and not policy.needs_s3:
         return "n/a"
     return f"{status.upload_lag_secs:.1f}s ({_bytes(status.upload_lag_bytes)})"
 

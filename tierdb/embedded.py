@@ -33,6 +33,7 @@ from .client import _calls as calls
 from .client import types as t
 from .client.errors import make_error
 from .client.sync import document_not_found
+from .tiering import DEFAULT_POLICY
 
 __all__ = ["EmbeddedTierDB", "open"]
 
@@ -54,7 +55,7 @@ def _setting_key(key: str) -> str:
 
 def open(  # noqa: A001 - tierdb.open is the public name
     path: str | Any,
-    policy: str = "memory",
+    policy: str = DEFAULT_POLICY,
     *,
     config: str | None = None,
     **settings: Any,
