@@ -32,7 +32,7 @@ from common import (
 )
 
 from tierdb.config import CompactionSettings, IndexSettings, Settings, StorageSettings
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 from tierdb.models import CollectionSpec
 
 K = 10

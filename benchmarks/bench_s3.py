@@ -53,7 +53,7 @@ from common import latency_summary, load_dataset, machine, markdown_table, recal
 from tierdb import keys
 from tierdb.config import IndexSettings, S3Settings, Settings, StorageSettings
 from tierdb.engine import segment as segments
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 from tierdb.models import CollectionSpec
 from tierdb.storage.s3 import S3Store
 from tierdb.testing import s3_server

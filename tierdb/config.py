@@ -17,7 +17,8 @@ from typing import Any
 import msgspec
 
 from .errors import TierDBError
-from .models import DEFAULT_MAX_NESTING_DEPTH, POLICIES, normalize_policy
+from .models import DEFAULT_MAX_NESTING_DEPTH
+from .tiering import DEFAULT_POLICY, POLICY_NAMES, normalize_policy, policy_of
 
 MiB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
@@ -40,7 +41,7 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data_dir: str = "./data"
-    tiering_policy: str = "memory"   # memory | memory_s3 | s3_only (aliases Memory, MemoryS3, S3Only)
+    tiering_policy: str = DEFAULT_POLICY   # memory | memory_s3 | s3_only (aliases Memory, MemoryS3, S3Only)
     fsync: bool = True               # fsync the WAL before acknowledging (never disable in production)
 
 
@@ -365,7 +366,7 @@ def _normalize(layers: _Layers) -> None:
     try:
         values["storage.tiering_policy"] = normalize_policy(values["storage.tiering_policy"])
     except TierDBError:
-        choices = ", ".join(POLICIES)
+        choices = ", ".join(POLICY_NAMES)
         requirement = f"must be one of {choices} (or Memory, MemoryS3, S3Only)"
         raise layers.fail("storage.tiering_policy", requirement) from None
     level = values["log.level"].upper()
@@ -401,7 +402,7 @@ def _check(layers: _Layers) -> None:
     if values["uploader.backoff_max_secs"] < values["uploader.backoff_base_secs"]:
         raise layers.fail("uploader.backoff_max_secs", "must be at least uploader.backoff_base_secs")
     policy = values["storage.tiering_policy"]
-    if policy != "memory" and not values["s3.bucket"]:
+    if policy_of(policy).needs_s3 and not values["s3.bucket"]:
         source = layers.sources["storage.tiering_policy"]
         raise ConfigError(f"s3.bucket: required when storage.tiering_policy is {policy!r} ({source})")
 

@@ -33,6 +33,7 @@ from .client import _calls as calls
 from .client import types as t
 from .client.errors import make_error
 from .client.sync import document_not_found
+from .tiering import DEFAULT_POLICY
 
 __all__ = ["EmbeddedTierDB", "open"]
 
@@ -54,7 +55,7 @@ def _setting_key(key: str) -> str:
 
 def open(  # noqa: A001 - tierdb.open is the public name
     path: str | Any,
-    policy: str = "memory",
+    policy: str = DEFAULT_POLICY,
     *,
     config: str | None = None,
     **settings: Any,
@@ -126,7 +127,8 @@ class EmbeddedTierDB:
     """
 
     def __init__(self, settings: Any) -> None:
-        from .engine.engine import Engine, release_freed_memory
+        from .node import Engine
+        from .node.datadir import release_freed_memory
         from .service.limits import Limits
 
         self.settings = settings

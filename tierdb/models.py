@@ -10,6 +10,7 @@ from typing import Any, Literal
 import msgspec
 
 from .errors import invalid
+from .tiering import normalize_policy  # noqa: F401 - CollectionSpec validates with it; importers use it here
 
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MAX_ID_BYTES = 256
@@ -24,20 +25,6 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1   # what msgpack (WAL, segments) can st
 
 Metric = Literal["cosine", "l2", "ip"]
 METRICS: tuple[str, ...] = ("cosine", "l2", "ip")
-
-POLICIES: tuple[str, ...] = ("memory", "memory_s3", "s3_only")
-_POLICY_ALIASES = {"Memory": "memory", "MemoryS3": "memory_s3", "S3Only": "s3_only"}
-
-
-def normalize_policy(value: str) -> str:
-    """Canonical policy name; accepts the seed spellings Memory, MemoryS3, S3Only."""
-    policy = _POLICY_ALIASES.get(value, value)
-    if policy not in POLICIES:
-        raise invalid(
-            f"unknown tiering_policy {value!r}: expected one of {', '.join(POLICIES)}",
-            field="tiering_policy",
-        )
-    return policy
 
 
 def validate_collection_name(name: str) -> str:

@@ -94,7 +94,7 @@ async def _run(job: Job, policy: str) -> dict:
     base, queries, gt = job_data(job)
     rss0 = proc_status()["VmRSS"]
     reset_peak_rss()
-    from tierdb.engine.engine import Engine
+    from tierdb.node import Engine
     from tierdb.models import CollectionSpec
 
     uses_s3 = policy != "memory"
@@ -210,7 +210,7 @@ def cold(job: Job, state: dict) -> dict:
 
 async def _cold(job: Job, state: dict) -> dict:
     t = time.perf_counter()
-    from tierdb.engine.engine import Engine
+    from tierdb.node import Engine
     import_secs = time.perf_counter() - t
     queries, gt = job_queries(job)
     policy = state["policy"]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tierdb.api.auth import AdminMode, admin_mode, bearer_token, is_loopback
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 
 from .conftest import Client, count, doc, make_settings, msgpack_body, seeded, unit
 

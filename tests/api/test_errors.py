@@ -16,7 +16,7 @@ from litestar.testing import RequestFactory
 
 from tierdb.api.errors import http_exception_handler
 from tierdb.engine.collection import Collection
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 
 from .conftest import (
     DIM,

@@ -52,7 +52,7 @@ async def test_health_is_503_when_the_data_dir_is_gone(client: Client, data_dir)
 
 
 async def test_failed_recovery_keeps_the_node_unready(open_client, monkeypatch) -> None:
-    from tierdb.engine.engine import Engine
+    from tierdb.node import Engine
 
     async def failing_start(self):
         raise OSError("disk on fire")

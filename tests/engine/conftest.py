@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tierdb.config import CompactionSettings, IndexSettings, Settings, StorageSettings
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 from tierdb.models import CollectionSpec
 
 

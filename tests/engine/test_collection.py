@@ -206,7 +206,7 @@ async def test_concurrent_writers_share_fsyncs(engine, monkeypatch):
 
 
 async def test_writes_during_flush_are_kept(tmp_path):
-    from tierdb.engine.engine import Engine
+    from tierdb.node import Engine
 
     from .conftest import make_settings
 
@@ -249,7 +249,7 @@ async def test_collection_lifecycle(engine):
 
 
 async def test_a_data_directory_serves_one_process_at_a_time(engine):
-    from tierdb.engine.engine import Engine
+    from tierdb.node import Engine
 
     second = Engine(engine.settings)
     with pytest.raises(TierDBError, match="in use by another TierDB process") as err:

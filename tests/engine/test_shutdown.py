@@ -9,9 +9,9 @@ import logging
 import msgspec
 import pytest
 
-import tierdb.engine.engine as engine_module
+import tierdb.node.engine as engine_module
 from tierdb.config import ServerSettings
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 from tierdb.errors import ErrorKind, TierDBError
 
 from .conftest import make_settings, random_vectors, spec

@@ -3,8 +3,8 @@ proxy, and checks of what S3 holds.  The real S3 server, ``s3_up``, ``s3_prefix`
 and ``make_settings`` come from tests/conftest.py.
 
 Where the faults go.  ``Engine.start`` builds its S3 store with ``open_s3_store(settings,
-on_retry=...)`` (tierdb/engine/engine.py); every consumer (uploader, S3 WAL, disk cache, GC)
-gets that one object.  ``fault_stores`` patches ``tierdb.engine.engine.open_s3_store`` so the
+on_retry=...)`` (tierdb/node/engine.py); every consumer (uploader, S3 WAL, disk cache, GC)
+gets that one object.  ``fault_stores`` patches ``tierdb.node.engine.open_s3_store`` so the
 store becomes
 
     RetryingStore(FaultInjectingStore(MeteredStore(S3Store)))     # position="inner" (default)
@@ -28,7 +28,7 @@ from tests.faults.chaos_proxy import ChaosProxy
 from tierdb import keys
 from tierdb.config import Settings
 from tierdb.engine import manifest as manifests
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 from tierdb.engine.restore import verify_manifest
 from tierdb.engine.wal import decode_records
 from tierdb.storage.base import BlobStore
@@ -46,7 +46,7 @@ def fault_stores(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[FaultInj
 
     def install(position: str = "inner") -> list[FaultInjectingStore]:
         created: list[FaultInjectingStore] = []
-        import tierdb.engine.engine as engine_module
+        import tierdb.node.engine as engine_module
 
         def open_faulty(settings: Settings, on_request: Any = None, on_retry: Any = None) -> BlobStore:
             s3: BlobStore = MeteredStore(S3Store(settings.s3, on_request=on_request))

@@ -201,7 +201,7 @@ async def test_memory_s3_lost_manifest_response_then_more_writes_does_not_fence_
 
 
 async def test_memory_s3_crash_between_manifest_put_and_state_save_does_not_fence(make_settings, s3_up):
-    from tierdb.workers.uploader import STATE_FILE
+    from tierdb.keys import UPLOAD_STATE_FILE as STATE_FILE
 
     settings = make_settings("a")
     node = await started(settings)
@@ -468,7 +468,7 @@ async def test_s3_only_s3_outage_writes_fail_fast_reads_continue_then_recover(ma
     from litestar.testing import AsyncTestClient
 
     from tierdb.api.app import create_app
-    from tierdb.engine.engine import Engine
+    from tierdb.node import Engine
 
     settings = make_settings("a", policy="s3_only", retry=RETRY)
     node = Engine(settings)                                    # started by the app's lifespan

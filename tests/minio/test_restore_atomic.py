@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 from tierdb import keys, tools
 from tierdb.api.app import create_app
 from tierdb.engine import manifest as manifests
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.models import CollectionSpec, Manifest
 

@@ -15,7 +15,7 @@ from tierdb.config import (
     Settings,
 )
 from tierdb.engine import manifest as manifests
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 from tierdb.engine.restore import verify_manifest
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.models import CollectionSpec

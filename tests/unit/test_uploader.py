@@ -24,13 +24,15 @@ from tierdb.config import (
     StorageSettings,
     UploaderSettings,
 )
-from tierdb.engine.engine import Engine
+from tierdb.node import Engine
 from tierdb.models import CollectionSpec
 from tierdb.storage.faults import FaultInjectingStore
 from tierdb.storage.memory import MemoryStore
 from tierdb.storage.retry import RetryingStore
 from tierdb.workers.dlq import DeadLetterQueue
-from tierdb.workers.uploader import STATE_FILE, UploadState, Uploader, save_state
+from tierdb.engine.upload_state import UploadState, save_state
+from tierdb.keys import UPLOAD_STATE_FILE as STATE_FILE
+from tierdb.workers.uploader import Uploader
 
 DIM = 4
 NAME = "docs"
@@ -54,7 +56,7 @@ class FakeS3:
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> FakeS3:
     fake = FakeS3()
-    import tierdb.engine.engine as engine_module
+    import tierdb.node.engine as engine_module
 
     monkeypatch.setattr(engine_module, "open_s3_store", fake.open)
     return fake

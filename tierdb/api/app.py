@@ -17,7 +17,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.routes import HTTPRoute
 
 from ..config import Settings
-from ..engine.engine import Engine
+from ..node import Engine
 from ..logging_setup import RequestContextMiddleware, add_request_id_header
 from .auth import SETTINGS_STATE_KEY, log_security_mode
 from .controllers import ROUTE_HANDLERS

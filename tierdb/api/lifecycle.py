@@ -16,7 +16,7 @@ import weakref
 
 from .. import metrics
 from ..config import Settings
-from ..engine.engine import Engine
+from ..node import Engine
 from ..errors import TierDBError, unavailable
 
 log = logging.getLogger("tierdb.api")

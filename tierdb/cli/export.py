@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..engine.engine import Engine  # the CLI's only import of the engine's composition root
+from ..node import Engine  # the CLI's only import of the composition root
 from .progress import Progress
 from .readers import UsageError
 

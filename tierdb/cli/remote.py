@@ -15,6 +15,7 @@ from typing import Any
 from .connection import add_server_flags, fail_client, open_client
 from .exit_codes import EXIT_OK
 from .output import emit
+from ..tiering import POLICIES
 
 COMPACT_TIMEOUT = 3600.0  # building the index of a big memtable takes minutes
 
@@ -64,7 +65,8 @@ def add_collections(subparsers: Any) -> None:
 def _lag(status: Any) -> str:
     if status is None:
         return "-"
-    if status.policy == "memory":
+    policy = POLICIES.get(status.policy)
+    if policy is not None and not policy.needs_s3:
         return "n/a"
     return f"{status.upload_lag_secs:.1f}s ({_bytes(status.upload_lag_bytes)})"
 

@@ -20,6 +20,7 @@ from ..errors import TierDBError
 from ..storage.base import BlobStore
 from ..storage.factory import open_s3_store
 from ..storage.local import LocalStore
+from ..tiering import policy_of
 
 
 def _local_names(data_dir: str) -> list[str]:
@@ -54,7 +55,7 @@ async def restore_from_s3(
                 continue
             try:
                 latest = await manifests.load_latest(remote, name)
-                if latest is not None and latest.spec.tiering_policy != "memory_s3":
+                if latest is not None and not policy_of(latest.spec.tiering_policy).restores_to_disk:
                     rows.append({"collection": name, "where": "s3", "status": "skipped",
                                  "detail": f"{latest.spec.tiering_policy} collections live in S3; nothing to restore"})
                     continue

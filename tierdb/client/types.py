@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from ..models import CompactResult, DlqEntry  # the server's own wire types: one definition for both sides
+from ..tiering import DEFAULT_POLICY
 
 
 class HnswParams(msgspec.Struct, frozen=True):
@@ -29,7 +30,7 @@ class CollectionInfo(msgspec.Struct, frozen=True):
     name: str
     dimension: int
     metric: str = "cosine"
-    tiering_policy: str = "memory"
+    tiering_policy: str = DEFAULT_POLICY
     hnsw: HnswParams = HnswParams()
     count: int = 0
     segments: int = 0

@@ -13,13 +13,12 @@ Concurrency model
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 import numpy as np
@@ -42,14 +41,14 @@ from ..models import (
     check_new_ids,
 )
 from ..service.limits import Limits
-from ..tiering import POLICIES
-from ..workers.dlq import DeadLetterQueue
 from ..storage.base import BlobStore
+from ..tiering import policy_of
 from . import compaction, manifest as manifests, segment as segments
+from .attachments import NO_DEAD_LETTERS, NO_UPLOADS, DeadLetters, UploadWorker, no_cache_stats
 from .filters import compile_filter, filter_key
 from .group_commit import GroupCommitter
 from .memtable import Memtable
-from .ramcache import SegmentRamCache
+from .ramcache import ResidentSegments, SegmentCache
 from .rows import RowSource
 from .rwlock import RWLock
 from .vectors import as_matrix
@@ -79,7 +78,7 @@ class _Built:
 class Collection:
     def __init__(self, spec: CollectionSpec, store: BlobStore, wal: LocalWal, settings: Settings, writer_id: str) -> None:
         self.spec = spec
-        self.policy = POLICIES[spec.tiering_policy]
+        self.policy = policy_of(spec.tiering_policy)
         self.name = spec.name
         self.store = store
         self.wal = wal
@@ -96,8 +95,6 @@ class Collection:
         window = settings.uploader.group_commit_ms / 1000 if self.policy.wal_in_s3 else 0.0
         self._committer: GroupCommitter[WriteOp] = GroupCommitter(self._commit, window_secs=window)
         self._wal_uncertain = False                 # a failed remote WAL write may have landed
-        # (last seq of a commit, wall time): lets the uploader tell how old its oldest unshipped write is
-        self.ack_times: collections.deque[tuple[int, float]] = collections.deque()
         self._maintenance = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         # Set at shutdown (also from a signal handler, hence a plain bool, not a lock-based
@@ -106,10 +103,11 @@ class Collection:
         self.state = "recovering"
         self.error = ""
         self.last_compaction_ts = 0.0
-        self.dlq: DeadLetterQueue | None = None      # memory_s3 only, set by the engine
-        self.uploader: Any = None                    # memory_s3 only: workers.uploader.Uploader
-        self.cache_stats: Any = None                 # s3_only: () -> disk cache stats dict
-        self._ram_cache: SegmentRamCache | None = None  # s3_only: LRU of loaded segments
+        # Attached by the node per the collection's placement (see attachments.py).
+        self.dlq: DeadLetters = NO_DEAD_LETTERS
+        self.uploader: UploadWorker = NO_UPLOADS
+        self.cache_stats: Callable[[], dict[str, int]] = no_cache_stats   # the disk cache's
+        self._ram_cache: SegmentCache = ResidentSegments()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # == opening ==================================================================================
@@ -274,8 +272,7 @@ class Collection:
             except TierDBError as exc:
                 return [self._wal_failure(exc)] * len(ops)
             self._next_seq += len(records)
-            if self.policy.uploads:
-                self.ack_times.append((records[-1].seq, time.time()))
+            self.uploader.note_commit(records[-1].seq, time.time())
             with self._rw.write():
                 return [self._apply(record, op.matrix) for record, op in zip(records, ops)]
 
@@ -287,7 +284,7 @@ class Collection:
                 "this node stops writing the collection",
                 collection=self.name,
             )
-            self._note_failure(fenced, "write")
+            self.note_failure(fenced, "write")
             return fenced
         if self.policy.wal_in_s3:
             self._wal_uncertain = True  # the PUT may have landed although we saw an error
@@ -469,7 +466,7 @@ class Collection:
             try:
                 return await self._flush_locked()
             except TierDBError as exc:
-                self._note_failure(exc, "flush")
+                self.note_failure(exc, "flush")
                 raise
 
     async def _flush_locked(self) -> int:
@@ -566,9 +563,8 @@ class Collection:
                 self._make_evictable(seg)
             else:
                 self.segments = [s for s in self.segments if s.id not in replaced]
-            if self._ram_cache is not None:
-                for old in gone:
-                    self._ram_cache.forget(old)
+            for old in gone:
+                self._ram_cache.forget(old)
             self.frozen = [mem for mem in self.frozen if mem not in frozen]
 
     def _after_publish(self) -> None:
@@ -588,7 +584,7 @@ class Collection:
             return
         exc = task.exception()  # retrieved here, so asyncio never logs "exception never retrieved"
         if isinstance(exc, TierDBError):
-            return  # flush and merge log their own failures (_note_failure)
+            return  # flush and merge log their own failures (note_failure)
         if exc is not None:
             log.error("background maintenance crashed", exc_info=exc, extra={"collection": self.name})
 
@@ -625,7 +621,7 @@ class Collection:
             try:
                 await self._merge_locked(chosen)
             except TierDBError as exc:
-                self._note_failure(exc, "merge")
+                self.note_failure(exc, "merge")
                 raise
             return len(chosen)
 
@@ -655,11 +651,9 @@ class Collection:
         """WAL records up to here may be deleted locally: covered by the local manifest and,
         for memory_s3, already in S3."""
         assert self.manifest is not None
-        if self.uploader is not None:
-            return min(self.manifest.wal_seq, self.uploader.shipped_seq())
-        return self.manifest.wal_seq
+        return min(self.manifest.wal_seq, self.uploader.shipped_seq())
 
-    def _note_failure(self, exc: TierDBError, during: str) -> None:
+    def note_failure(self, exc: TierDBError, during: str) -> None:
         if exc.kind is ErrorKind.FENCED:
             self.state = "fenced"
             self.error = exc.message
@@ -668,8 +662,8 @@ class Collection:
             return
         log.error(f"{during} failed", extra={"collection": self.name, "error": exc.message, "kind": exc.kind.value})
 
-    # == RAM tier (s3_only) ===========================================================================
-    def attach_ram_cache(self, cache: SegmentRamCache, loop: asyncio.AbstractEventLoop) -> None:
+    # == RAM tier ===========================================================================
+    def attach_ram_cache(self, cache: SegmentCache, loop: asyncio.AbstractEventLoop) -> None:
         """Bound the RAM of this collection's segments: evicted ones reload from the store."""
         self._ram_cache = cache
         self._loop = loop
@@ -677,28 +671,26 @@ class Collection:
             self._make_evictable(seg)
 
     def _make_evictable(self, seg: segments.Segment) -> None:
-        if self._ram_cache is None:
-            return
         key = keys.segment_key(self.name, seg.id)
 
         def load() -> segments.Segment:
+            assert self._loop is not None  # set with the bounded cache, the only one that evicts
             data = asyncio.run_coroutine_threadsafe(self.store.get(key), self._loop).result()
             return segments.decode(seg.id, data)
 
-        seg.loader = load
-        self._ram_cache.register(seg)
+        self._ram_cache.adopt(seg, load)
 
-    # == dead-letter queue (memory_s3) =============================================================
+    # == dead-letter queue (empty unless the node attached one) =============================================================
     def dlq_entries(self) -> list[DlqEntry]:
-        return self.dlq.entries() if self.dlq is not None else []
+        return self.dlq.entries()
 
     async def dlq_retry(self) -> int:
         """Re-enqueue every failed upload; the uploader tries again on its next run."""
-        return await asyncio.to_thread(self.dlq.retry) if self.dlq is not None else 0
+        return await asyncio.to_thread(self.dlq.retry)
 
     async def dlq_clear(self) -> int:
         """Drop the failed uploads; the next upload is a complete snapshot (flush + manifest)."""
-        return await asyncio.to_thread(self.dlq.clear) if self.dlq is not None else 0
+        return await asyncio.to_thread(self.dlq.clear)
 
     # == status ===================================================================================
     def count(self) -> int:
@@ -724,12 +716,9 @@ class Collection:
 
     def stats(self) -> CollectionStats:
         stats = self._base_stats()
-        if self.uploader is not None:
-            self.uploader.fill_stats(stats)
-        if self.dlq is not None:
-            stats.dlq_size = len(self.dlq)
-        if self.cache_stats is not None:
-            stats.cache_bytes_disk = int(self.cache_stats().get("bytes", 0))
+        self.uploader.fill_stats(stats)
+        stats.dlq_size = len(self.dlq)
+        stats.cache_bytes_disk = int(self.cache_stats().get("bytes", 0))
         return stats
 
     def _base_stats(self) -> CollectionStats:
@@ -773,14 +762,12 @@ class Collection:
 
     def _release_memory(self) -> None:
         with self._rw.write():
-            if self._ram_cache is not None:
-                for seg in self.segments:
-                    self._ram_cache.forget(seg)
+            for seg in self.segments:
+                self._ram_cache.forget(seg)
             self.segments = []
             self.frozen = []
             self._where = {}
             self.memtable = Memtable(self.spec.metric, self.spec.dimension)
-            self.ack_times.clear()
             self.state = "closed"
 
 

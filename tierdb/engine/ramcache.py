@@ -9,11 +9,30 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Protocol
 
 from .segment import Segment
 
 OnEvent = Callable[[str, int], None]   # ("hit" | "miss" | "eviction", count)
+Loader = Callable[[], Segment]         # reads an evicted segment back from its store
+
+
+class SegmentCache(Protocol):
+    """Where a collection's segments keep their memory: all resident, or a bounded LRU."""
+
+    def adopt(self, segment: Segment, loader: Loader) -> None: ...
+
+    def forget(self, segment: Segment) -> None: ...
+
+
+class ResidentSegments:
+    """memory, memory_s3: every segment stays in RAM; nothing to track."""
+
+    def adopt(self, segment: Segment, loader: Loader) -> None:
+        pass
+
+    def forget(self, segment: Segment) -> None:
+        pass
 
 
 class SegmentRamCache:
@@ -24,6 +43,11 @@ class SegmentRamCache:
         self._bytes: dict[int, int] = {}
         self._lock = threading.Lock()
         self.hits = self.misses = self.evictions = 0
+
+    def adopt(self, segment: Segment, loader: Loader) -> None:
+        """Track ``segment``; once evicted it is read back with ``loader``."""
+        segment.loader = loader
+        self.register(segment)
 
     def register(self, segment: Segment) -> None:
         segment.on_access = self._accessed

@@ -21,16 +21,16 @@ from ..errors import corrupt
 from ..models import COLLECTION_NAME, Manifest, SegmentRef
 from ..storage.base import BlobStore
 from ..storage.local import LocalStore
-from ..workers.uploader import STATE_FILE, UploadState, save_state
 from . import localdirs, manifest as manifests
+from .upload_state import UploadState, save_state
 from .wal import decode_records
 
 log = logging.getLogger(__name__)
 
 
 async def remote_collection_names(remote: BlobStore) -> list[str]:
-    infos = await remote.list("collections/")
-    names = {info.key.split("/")[1] for info in infos if info.key.count("/") >= 3 and "/manifest/" in info.key}
+    infos = await remote.list(keys.COLLECTIONS_PREFIX)
+    names = {keys.collection_of(info.key) for info in infos if keys.parse_manifest_key(info.key) is not None}
     bad = sorted(n for n in names if not COLLECTION_NAME.fullmatch(n))
     if bad:
         log.warning("S3 holds objects under invalid collection names; ignored", extra={"names": bad[:10]})
@@ -112,7 +112,7 @@ async def restore_collection(remote: BlobStore, data_dir: str, name: str) -> Man
         await stage.put(keys.wal_key(name, first), data)  # same name as the local WAL file
         records, _ = decode_records(data, source=name)
         shipped = max(shipped, records[-1].seq)
-    await asyncio.to_thread(os.makedirs, os.path.join(staging, keys.wal_prefix(name)), exist_ok=True)
+    await asyncio.to_thread(os.makedirs, keys.wal_dir(staging, name), exist_ok=True)
     crash_point("restore:wal")
     state = UploadState(
         s3_version=latest.version,
@@ -121,7 +121,7 @@ async def restore_collection(remote: BlobStore, data_dir: str, name: str) -> Man
         segments=[ref.id for ref in latest.segments],
         caught_up_at=time.time(),
     )
-    await asyncio.to_thread(save_state, os.path.join(staging, keys.collection_prefix(name), STATE_FILE), state)
+    await asyncio.to_thread(save_state, keys.upload_state_path(staging, name), state)
     crash_point("restore:upload_state")
     await stage.put(keys.manifest_key(name, latest.version), manifests.encode(latest))
     crash_point("restore:manifest_staged")
@@ -138,7 +138,7 @@ async def restore_collection(remote: BlobStore, data_dir: str, name: str) -> Man
 async def last_wal_seq(remote: BlobStore, name: str) -> int:
     """The highest WAL record sequence number in the collection's S3 WAL objects (0 if none)."""
     infos = await remote.list(keys.wal_prefix(name))
-    firsts = sorted(keys.parse_number(i.key) for i in infos if i.key.endswith(".wal"))
+    firsts = sorted(seq for seq in (keys.parse_wal_key(i.key) for i in infos) if seq is not None)
     if not firsts:
         return 0
     key = keys.wal_key(name, firsts[-1])

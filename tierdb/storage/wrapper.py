@@ -55,3 +55,14 @@ class WrapperStore:
 def without_retries(store: BlobStore) -> BlobStore:
     """``store`` with every retry layer left out (see ``WrapperStore.without_retries``)."""
     return store.without_retries() if isinstance(store, WrapperStore) else store
+
+
+class BorrowedStore(WrapperStore):
+    """A store used by a wrapper that must not close it: ``close()`` leaves ``inner`` open.
+
+    The node's one S3 client sits below every collection's disk cache; closing (dropping) one
+    collection's cache must not close the client the other collections are still using.
+    """
+
+    async def close(self) -> None:
+        pass

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
 from ..errors import TierDBError
-
-if TYPE_CHECKING:
-    from ..engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
 
-async def run_compaction(engine: "Engine") -> None:
-    for coll in engine.open_collections():
+class Compactable(Protocol):
+    """What the job needs of a collection (``engine.collection.Collection`` is one)."""
+
+    name: str
+
+    async def maybe_compact(self) -> object: ...
+
+
+async def run_compaction(collections: Iterable[Compactable]) -> None:
+    for coll in collections:
         try:
             await coll.maybe_compact()
         except TierDBError as exc:

@@ -30,46 +30,56 @@ of the oldest write S3 lacks, which records replayed at start-up (no ack time in
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
 from .. import keys, metrics
 from ..config import RetrySettings, UploaderSettings
-from ..durable_file import write_atomic
 from ..engine import manifest as manifests
+from ..engine.upload_state import UploadState, load_state, save_state
+from ..engine.wal import LocalWal
 from ..errors import ErrorKind, TierDBError
-from ..models import CollectionStats
+from ..models import CollectionSpec, CollectionStats, Manifest
 from ..storage.base import BlobStore
 from ..storage.retry import backoff_delay, is_retryable
 from .dlq import DeadLetterQueue
 
-if TYPE_CHECKING:
-    from ..engine.collection import Collection
-
 log = logging.getLogger(__name__)
 
-STATE_FILE = "upload_state.json"
 
+class UploadSource(Protocol):
+    """What the uploader needs of a collection (``engine.collection.Collection`` is one)."""
 
-class UploadState(msgspec.Struct):
-    s3_version: int = 0            # the newest manifest version this node wrote to S3
-    local_version: int = 0         # the local manifest version it was made from
-    shipped_seq: int = 0           # every WAL record up to here is in S3 (as WAL or in a manifest)
-    segments: list[str] = []       # segment ids in S3
-    caught_up_at: float = 0.0      # when S3 last held everything acknowledged
-    oldest_unshipped_at: float = 0.0  # ack time of the oldest write S3 lacks; 0 = none
+    name: str
+    spec: CollectionSpec
+    writer_id: str
+    state: str
+    manifest: Manifest | None
+    wal: LocalWal
+
+    @property
+    def last_seq(self) -> int: ...
+
+    async def flush(self, force: bool = False) -> int: ...
+
+    def seal_wal(self) -> None: ...
+
+    def wal_floor(self) -> int: ...
+
+    def note_failure(self, exc: TierDBError, during: str) -> None: ...
 
 
 class Uploader:
     def __init__(
         self,
-        coll: "Collection",
+        coll: UploadSource,
         local: BlobStore,
         remote: BlobStore,
         dlq: DeadLetterQueue,
@@ -93,6 +103,9 @@ class Uploader:
         self._clock = clock
         self._rng = rng
         self.state = self._load()
+        # (last seq of a commit, wall time) of the writes S3 may lack: the age of the oldest
+        # unshipped write.  Appended by the collection's commit thread (note_commit).
+        self._acks: collections.deque[tuple[int, float]] = collections.deque()
         # Records recovered at start-up have no ack time in memory; up to here the lag comes
         # from the persisted ``oldest_unshipped_at``.
         self._replayed_through = coll.last_seq
@@ -104,12 +117,9 @@ class Uploader:
 
     # -- durable state ----------------------------------------------------------------------------
     def _load(self) -> UploadState:
-        try:
-            with open(self.state_path, "rb") as f:
-                return msgspec.json.decode(f.read(), type=UploadState)
-        except FileNotFoundError:
-            # Never uploaded: S3 has lacked this collection since it was created.
-            return UploadState(caught_up_at=self.coll.spec.created_at or time.time())
+        state = load_state(self.state_path)
+        # Never uploaded: S3 has lacked this collection since it was created.
+        return state if state is not None else UploadState(caught_up_at=self.coll.spec.created_at or time.time())
 
     def _save(self) -> None:
         save_state(self.state_path, self.state, fsync=self.fsync)
@@ -120,6 +130,12 @@ class Uploader:
 
     def shipped_seq(self) -> int:
         return self.state.shipped_seq
+
+    def note_commit(self, last_seq: int, acked_at: float) -> None:
+        self._acks.append((last_seq, acked_at))
+
+    def newest_s3_version(self, published: int) -> int:
+        return self.state.s3_version
 
     # -- the job ----------------------------------------------------------------------------------
     async def run_once(self, *, force: bool = False) -> int:
@@ -261,7 +277,7 @@ class Uploader:
 
     async def _failed(self, exc: TierDBError) -> None:
         if exc.kind is ErrorKind.FENCED:
-            self.coll._note_failure(exc, "upload")
+            self.coll.note_failure(exc, "upload")
             return
         self.failures += 1
         self.last_error = exc.message
@@ -284,9 +300,7 @@ class Uploader:
 
     # -- status -----------------------------------------------------------------------------------
     def fill_stats(self, stats: CollectionStats) -> None:
-        pending_wal = [
-            (f, last) for f, last in self.coll.wal.sealed_files() if last > self.state.shipped_seq
-        ] if isinstance(getattr(self.coll.wal, "directory", None), str) else []
+        pending_wal = [(f, last) for f, last in self.coll.wal.sealed_files() if last > self.state.shipped_seq]
         behind = self.coll.last_seq > self.state.shipped_seq
         manifest_pending = self._manifest_pending()
         stats.upload_queue_size = len(pending_wal) + (1 if behind and not pending_wal else 0) + int(manifest_pending)
@@ -302,7 +316,7 @@ class Uploader:
         return self.coll.manifest is not None and self.coll.manifest.version != self.state.local_version
 
     def _forget_shipped_acks(self) -> None:
-        acks = self.coll.ack_times
+        acks = self._acks
         while acks and acks[0][0] <= self.state.shipped_seq:
             acks.popleft()
 
@@ -311,7 +325,7 @@ class Uploader:
         if self.coll.last_seq <= self.state.shipped_seq:
             return 0.0
         self._forget_shipped_acks()
-        acks = self.coll.ack_times
+        acks = self._acks
         if self.state.shipped_seq >= self._replayed_through and acks:
             return acks[0][1]
         # Replayed at start-up (no ack time in memory): the persisted time, else the last time
@@ -334,10 +348,6 @@ class Uploader:
         if not oldest and self._manifest_pending():
             oldest = self.state.caught_up_at
         return max(0.0, time.time() - oldest) if oldest else 0.0
-
-
-def save_state(path: str, state: UploadState, *, fsync: bool = True) -> None:
-    write_atomic(path, msgspec.json.encode(state), fsync=fsync)
 
 
 def _read(path: str) -> bytes:

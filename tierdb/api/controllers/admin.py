@@ -17,7 +17,7 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Operation
 from litestar.params import FromPath
 
-from ...engine.engine import Engine
+from ...node import Engine
 from ...models import CollectionStats, CompactResult, DlqEntry
 from ..auth import require_admin
 from ..codec import decode, request_media_type, respond

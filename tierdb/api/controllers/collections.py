@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from ...config import Settings
-from ...engine.engine import Engine
+from ...node import Engine
 from ...models import CollectionInfo, CollectionSpec
 from ...service.spec import request_spec
 from ..codec import decode_body, respond

@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from ...config import Settings
-from ...engine.engine import Engine
+from ...node import Engine
 from ...errors import invalid, not_found
 from ...models import Document
 from ...service import rules

@@ -10,7 +10,7 @@ from litestar.params import FromPath
 from msgspec import UNSET
 
 from ...config import Settings
-from ...engine.engine import Engine
+from ...node import Engine
 from ...errors import invalid
 from ...models import Hit
 from ...service import rules

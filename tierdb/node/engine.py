@@ -1,4 +1,8 @@
-"""The engine: every collection of this node, their placement, recovery and workers."""
+"""The engine: every collection of this node, their placement, recovery and workers.
+
+The composition root (see ``tierdb/node/__init__.py``): the only module that knows both the
+core (``tierdb.engine``) and the workers (``tierdb.workers``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,12 @@ import uuid
 
 from .. import keys, metrics
 from ..config import Settings
+from ..engine import localdirs, manifest as manifests
+from ..engine.collection import Collection
+from ..engine.dirlock import DataDirLock
+from ..engine.ramcache import SegmentRamCache
+from ..engine.restore import last_wal_seq, remote_collection_names, restore_collection
+from ..engine.wal import LocalWal, S3Wal
 from ..errors import ErrorKind, TierDBError, invalid, not_found, unavailable
 from ..models import (
     COLLECTION_NAME,
@@ -18,37 +28,29 @@ from ..models import (
     CollectionSpec,
     CollectionStats,
     Manifest,
-    normalize_policy,
 )
 from ..service.spec import complete_spec
 from ..storage.base import BlobStore
 from ..storage.cache import DiskCachedStore
-from ..storage.local import LocalStore
 from ..storage.factory import open_s3_store, with_disk_cache
-from ..storage.metered import collection_of
-from ..tiering import POLICIES
+from ..storage.local import LocalStore
+from ..storage.wrapper import BorrowedStore, without_retries
+from ..tiering import Placement, Stores, WalKind, normalize_policy, placement, policy_of
 from ..workers.compactor import run_compaction
 from ..workers.dlq import DeadLetterQueue
 from ..workers.gc import RemoteGc
 from ..workers.scheduler import build_scheduler
-from ..workers.uploader import STATE_FILE, Uploader
-from . import localdirs, manifest as manifests
-from .collection import Collection
-from .dirlock import DataDirLock
-from .ramcache import SegmentRamCache
-from .restore import last_wal_seq, remote_collection_names, restore_collection
-from .wal import LocalWal, S3Wal
+from ..workers.uploader import Uploader
+from .datadir import prepare_data_dir, release_freed_memory
 
 log = logging.getLogger(__name__)
-
-_NODE_ID_FILE = "node_id"
 
 
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = os.path.abspath(settings.storage.data_dir)
-        self.collections_dir = os.path.join(self.data_dir, "collections")
+        self.collections_dir = keys.collections_dir(self.data_dir)
         self.default_policy = normalize_policy(settings.storage.tiering_policy)
         self.writer_id = ""
         self.store: BlobStore = LocalStore(self.data_dir)
@@ -95,25 +97,25 @@ class Engine:
         )
 
     async def _compaction_job(self) -> None:
-        await run_compaction(self)
+        await run_compaction(self.open_collections())
 
     async def _upload_job(self) -> None:
-        for coll in self.open_collections():
-            if coll.uploader is not None:
-                try:
-                    await coll.uploader.run_once()
-                except TierDBError as exc:
-                    level = logging.INFO if coll.stopping else logging.WARNING
-                    log.log(level, "upload run failed", extra={"collection": coll.name, "error": exc.message})
-                except Exception:
-                    log.exception("upload run crashed", extra={"collection": coll.name})
+        for coll in self.open_collections():  # a collection that ships nothing returns at once
+            try:
+                await coll.uploader.run_once()
+            except TierDBError as exc:
+                level = logging.INFO if coll.stopping else logging.WARNING
+                log.log(level, "upload run failed", extra={"collection": coll.name, "error": exc.message})
+            except Exception:
+                log.exception("upload run crashed", extra={"collection": coll.name})
 
     async def _gc_job(self) -> None:
         for coll in self.open_collections():
             gc = self._gcs.get(coll.name)
             if gc is None or coll.state != "ready":
                 continue
-            newest = coll.uploader.state.s3_version if coll.uploader is not None else coll.manifest.version
+            assert coll.manifest is not None
+            newest = coll.uploader.newest_s3_version(coll.manifest.version)
             try:
                 await gc.run_once(newest)
             except TierDBError as exc:
@@ -122,39 +124,27 @@ class Engine:
                 log.exception("gc crashed", extra={"collection": coll.name})
 
     def _prepare_data_dir(self) -> None:
-        os.makedirs(self.collections_dir, exist_ok=True)
-        self._dir_lock.acquire()
-        self.read_only_reason = _not_writable_reason(self.data_dir)
-        if self.read_only_reason:
-            log.warning("data directory takes no writes: serving reads, refusing writes",
-                        extra={"data_dir": self.data_dir, "reason": self.read_only_reason})
-        node_file = os.path.join(self.data_dir, _NODE_ID_FILE)
-        if not os.path.exists(node_file) and not self.read_only_reason:
-            with open(node_file, "w") as f:
-                f.write(uuid.uuid4().hex)
-        if os.path.exists(node_file):
-            with open(node_file) as f:
-                self.writer_id = f.read().strip()
-        else:  # read-only and never written: this node writes nothing, any id will do
-            self.writer_id = uuid.uuid4().hex
-        if self.read_only_reason:
-            return
-        removed = localdirs.remove_leftovers(self.data_dir)
-        if removed:
-            log.info("leftovers of interrupted drops and restores removed", extra={"entries": removed})
+        prepared = prepare_data_dir(self.data_dir, self._dir_lock)
+        self.writer_id = prepared.writer_id
+        self.read_only_reason = prepared.read_only_reason
 
     def _local_collection_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.collections_dir) if COLLECTION_NAME.fullmatch(n))
 
     async def _open(self, name: str, *, remote_policy: str | None = None) -> bool:
-        """Open a collection (errors are recorded in ``_failed``); False if it has no manifest."""
+        """Open a collection (errors are recorded in ``_failed``); False if it has no manifest.
+        Without ``remote_policy`` it is a local directory, whose manifest names its policy."""
         started = time.perf_counter()
         try:
-            if remote_policy == "s3_only":
-                coll = await Collection.open(self._cache_for(name), self._s3_wal(name), self.settings, name, self.writer_id)
-            else:
-                coll = await Collection.open(self.store, self._wal_for(name), self.settings, name, self.writer_id)
-            self._attach_workers(coll)
+            policy = remote_policy
+            if policy is None:
+                local = await manifests.load_latest(self.store, name)
+                if local is None:
+                    return False
+                policy = local.spec.tiering_policy
+            place = self._place(policy, name)
+            coll = await Collection.open(place.segment_store, self._wal(place, name), self.settings, name, self.writer_id)
+            self._attach_workers(coll, place)
         except TierDBError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return False
@@ -203,7 +193,8 @@ class Engine:
     async def _open_from_s3(self, name: str, policy: str) -> None:
         """memory_s3: restore the latest S3 manifest atomically, then open it; s3_only: open it
         through the disk cache.  A restore error raises; an open error ends up in ``_failed``."""
-        if policy == "memory_s3":
+        if policy_of(policy).restores_to_disk:
+            assert self.remote is not None
             await restore_collection(self.remote, self.data_dir, name)
             await self._open(name)
             if name in self._collections:
@@ -230,45 +221,44 @@ class Engine:
         log.error("collection directory without a manifest kept for an operator",
                   extra={"collection": name, "path": path, "reason": why})
 
-    def _wal_for(self, name: str) -> LocalWal:
-        return LocalWal(os.path.join(self.data_dir, keys.wal_prefix(name)), fsync=self.settings.storage.fsync)
+    # == placement: what tiering.placement names, built and wired ==================================
+    def _place(self, policy: str, name: str) -> Placement:
+        stores = Stores(local=self.store, remote=self.remote, disk_cached=self._cache_for)
+        return placement(policy_of(policy), stores, self.settings, name)
 
-    def _s3_wal(self, name: str) -> S3Wal:
-        assert self.remote is not None
-        return S3Wal(self.remote, name, asyncio.get_running_loop())
+    def _wal(self, place: Placement, name: str) -> LocalWal | S3Wal:
+        if place.wal is WalKind.S3:
+            assert self.remote is not None
+            return S3Wal(self.remote, name, asyncio.get_running_loop())
+        return LocalWal(keys.wal_dir(self.data_dir, name), fsync=self.settings.storage.fsync)
 
     def _cache_for(self, name: str) -> DiskCachedStore:
-        """s3_only: segments and WAL objects go through a per-collection LRU disk cache."""
+        """A per-collection LRU disk cache in front of S3.  It borrows the node's S3 client:
+        closing the cache (drop) never closes the client the other collections use."""
         assert self.remote is not None
         if name not in self._caches:
             self._caches[name] = with_disk_cache(
-                self.remote, self.settings, name, on_event=lambda kind, n: _count_cache(name, kind, n)
+                BorrowedStore(self.remote), self.settings, name, on_event=lambda kind, n: _count_cache(name, kind, n)
             )
         return self._caches[name]
 
-    def _attach_workers(self, coll: Collection) -> None:
-        """memory_s3: dead-letter queue and uploader; S3 policies: garbage collection."""
-        policy = coll.policy
-        if policy.needs_s3 and self.remote is None:
-            raise invalid(
-                f"collection {coll.name!r} uses tiering_policy {policy.name!r}, which needs S3: set s3.bucket "
-                "(TIERDB_S3_BUCKET) and s3.endpoint for MinIO/SeaweedFS",
-                collection=coll.name,
-            )
-        if policy.uploads:
+    def _attach_workers(self, coll: Collection, place: Placement) -> None:
+        """Uploader with its dead-letter queue, the caches' statistics and bounds, the GC."""
+        if place.uploader:
             assert self.remote is not None
-            coll_dir = os.path.join(self.data_dir, keys.collection_prefix(coll.name))
             fsync = self.settings.storage.fsync
-            coll.dlq = DeadLetterQueue(os.path.join(coll_dir, "dlq.json"), fsync=fsync)
-            coll.uploader = Uploader(coll, self.store, self.remote, coll.dlq, os.path.join(coll_dir, STATE_FILE),
+            dlq = DeadLetterQueue(keys.dlq_path(self.data_dir, coll.name), fsync=fsync)
+            coll.dlq = dlq
+            coll.uploader = Uploader(coll, self.store, self.remote, dlq, keys.upload_state_path(self.data_dir, coll.name),
                                      settings=self.settings.uploader, fsync=fsync)
-        if policy.segments_in_s3:
-            coll.cache_stats = self._caches[coll.name].stats
+        if place.disk_cache is not None:
+            coll.cache_stats = place.disk_cache.stats
+        if place.ram_cache_bytes is not None:
             coll.attach_ram_cache(
-                SegmentRamCache(self.settings.cache.ram_bytes, on_event=lambda kind, n: _count_cache(coll.name, kind, n, "ram")),
+                SegmentRamCache(place.ram_cache_bytes, on_event=lambda kind, n: _count_cache(coll.name, kind, n, "ram")),
                 asyncio.get_running_loop(),
             )
-        if policy.needs_s3:
+        if place.remote_gc:
             assert self.remote is not None
             self._gcs[coll.name] = RemoteGc(self.remote, coll.name, self.settings.gc.keep_manifests, self.settings.gc.grace_secs)
 
@@ -311,7 +301,7 @@ class Engine:
     async def _drain_uploads(self) -> None:
         """Give memory_s3 uploaders a bounded time to ship what is acknowledged (and to finish a
         run in progress, so their state file is never left behind the uploads)."""
-        uploaders = [c.uploader for c in self._collections.values() if c.uploader is not None]
+        uploaders = [c.uploader for c in self._collections.values()]  # ones with nothing to ship return at once
         if not uploaders:
             return
         budget = self.settings.server.shutdown_timeout_secs
@@ -346,12 +336,13 @@ class Engine:
         async with self._lock:
             if spec.name in self._collections or spec.name in self._failed:
                 raise TierDBError(ErrorKind.CONFLICT, f"collection {spec.name!r} already exists", collection=spec.name)
-            if POLICIES[spec.tiering_policy].needs_s3:
+            if policy_of(spec.tiering_policy).needs_s3:
                 coll = await self._create_in_s3(spec, replace)
             else:
-                coll = await Collection.create(spec, self.store, self._wal_for(spec.name), self.settings, self.writer_id)
+                place = self._place(spec.tiering_policy, spec.name)
+                coll = await Collection.create(spec, place.segment_store, self._wal(place, spec.name), self.settings, self.writer_id)
                 try:
-                    self._attach_workers(coll)
+                    self._attach_workers(coll, place)
                 except TierDBError:
                     await coll.close()
                     await asyncio.to_thread(localdirs.retire, self.data_dir, spec.name)
@@ -455,7 +446,7 @@ class Engine:
         """One HEAD request (no retries): reachable, latency; None when S3 is not configured."""
         if self.remote is None:
             return None
-        store = getattr(self.remote, "inner", self.remote)  # skip the retry wrapper: one attempt
+        store = without_retries(self.remote)  # one attempt
         started = time.perf_counter()
         try:
             await asyncio.wait_for(store.head("health-probe"), timeout_secs)
@@ -479,40 +470,8 @@ class Engine:
         return {s.name: s.state for s in self.collection_stats()}
 
 
-def _not_writable_reason(directory: str) -> str:
-    """Why nothing can be written under directory (read-only, no permission, full), or ""."""
-    import errno
-    import tempfile
-
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
-            pass
-        return ""
-    except OSError as exc:
-        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        return f"data directory {directory} is not writable: {os.strerror(exc.errno or 0)} ({code})"
-
-
-def release_freed_memory() -> None:
-    """Return freed heap pages to the OS (glibc keeps them otherwise: RSS would stay at its
-    peak after a big engine is closed).  No-op where malloc_trim does not exist."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return  # not glibc (musl, macOS)
-    trim(0)
-
-
 def _count_retry(op: str, attempt: int, delay: float, error: TierDBError) -> None:
-    metrics.S3_RETRIES.labels(collection=collection_of(str(error.context.get("key", "")))).inc()
+    metrics.S3_RETRIES.labels(collection=keys.collection_of(str(error.context.get("key", "")))).inc()
 
 
 def _count_cache(name: str, kind: str, n: int, tier: str = "disk") -> None:
