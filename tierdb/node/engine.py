@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 
 
 from .. import keys, metrics
@@ -21,7 +20,7 @@ from ..engine.dirlock import DataDirLock
 from ..engine.ramcache import SegmentRamCache
 from ..engine.restore import last_wal_seq, remote_collection_names, restore_collection
 from ..engine.wal import LocalWal, S3Wal
-from ..errors import ErrorKind, TierDBError, invalid, not_found, unavailable
+from ..errors import ErrorKind, TierDBError, not_found, unavailable
 from ..models import (
     COLLECTION_NAME,
     CollectionInfo,
