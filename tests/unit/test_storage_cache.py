@@ -10,7 +10,7 @@ from tierdb.storage.faults import FaultInjectingStore
 from tierdb.storage.memory import MemoryStore
 
 KiB = 1024
-BASE = 32 * KiB  # an empty diskcache's volume (its SQLite pages)
+BASE = 36 * KiB  # an empty diskcache's volume (its SQLite pages, tag index included)
 OBJ = 64 * KiB   # stored as a file, so it adds exactly its size to the volume
 
 
