@@ -172,7 +172,7 @@ async def test_range_read_reads_only_the_range_off_the_event_loop(tmp_path, monk
         reads.append((n, offset, threading.current_thread() is threading.main_thread()))
         return real_pread(fd, n, offset)
 
-    monkeypatch.setattr(os_module, "pread", recording_pread)
+    monkeypatch.setattr(os, "pread", recording_pread)
     assert await store.get_range("collections/c/segments/x.seg", 4096, 8192) == data[4096:8192]
     assert reads == [(4096, 4096, False)]
 
