@@ -253,3 +253,26 @@ def test_store_requires_a_bucket():
     with pytest.raises(TierDBError) as info:
         S3Store(S3Settings(bucket=""))
     assert info.value.kind is ErrorKind.INVALID
+
+
+@pytest.mark.parametrize(
+    "content_range,body",
+    [("bytes 4-7/10", b"456"), ("bytes 4-6/10", b"456"), ("bytes 4-7/*", b"4567x"), ("items 4-7/10", b"4567"),
+     ("bytes 4-/10", b"4567")],
+)
+async def test_range_get_rejects_a_short_or_malformed_answer(fake_s3, fake_store, content_range, body):
+    fake_s3.respond = lambda request: web.Response(
+        status=206, body=body, headers={"Content-Range": content_range}
+    )
+    with pytest.raises(TierDBError) as info:
+        await fake_store.get_range("k/obj", 4, 8)
+    assert info.value.kind is ErrorKind.UNAVAILABLE and info.value.context["retryable"] is False
+
+
+@pytest.mark.parametrize("content_range,body", [("bytes 4-7/10", b"4567"), ("bytes 4-5/6", b"45"),
+                                                ("bytes 4-7/*", b"4567")])
+async def test_range_get_accepts_an_exact_or_clamped_answer(fake_s3, fake_store, content_range, body):
+    fake_s3.respond = lambda request: web.Response(
+        status=206, body=body, headers={"Content-Range": content_range}
+    )
+    assert await fake_store.get_range("k/obj", 4, 8) == body

@@ -96,13 +96,17 @@ _HINTS = {
 }
 
 
-def _range_start(content_range: str) -> int | None:
-    """The first byte of a ``Content-Range: bytes first-last/size`` header (None if malformed)."""
+def _parse_content_range(content_range: str) -> tuple[int, int, int | None] | None:
+    """(first, last, size) of ``Content-Range: bytes first-last/size`` (size None for ``*``);
+    None if malformed."""
     unit, _, spec = content_range.strip().partition(" ")
-    first, dash, _ = spec.partition("-")
-    if unit != "bytes" or not dash or not first.isdigit():
+    span, _, size = spec.partition("/")
+    first, _, last = span.partition("-")
+    if unit != "bytes" or not first.isdigit() or not last.isdigit():
         return None
-    return int(first)
+    if size != "*" and not size.isdigit():
+        return None
+    return int(first), int(last), None if size == "*" else int(size)
 
 
 def classify(exc: BaseException) -> tuple[bool, str, int | None]:
@@ -132,6 +136,18 @@ def classify(exc: BaseException) -> tuple[bool, str, int | None]:
     if isinstance(exc, SSLError):
         return False, code, None
     return isinstance(exc, _TRANSIENT_EXCEPTIONS), code, None
+
+
+def _answers_range(
+    parsed: tuple[int, int, int | None] | None, start: int, end: int, received: int
+) -> bool:
+    """Whether a 206 with this Content-Range and body length is exactly bytes [start, end),
+    clamped to the object's end."""
+    if parsed is None:
+        return False
+    first, last, size = parsed
+    expected_last = end - 1 if size is None else min(end, size) - 1
+    return first == start and last == expected_last and received == last - first + 1
 
 
 class S3Store:
@@ -199,8 +215,7 @@ class S3Store:
                 extra={"key": key, "bytes": len(data), "bucket": self.bucket},
             )
             return slice_range(key, data, start, end)
-        first = _range_start(content_range)
-        if first != start or len(data) > end - start:
+        if not _answers_range(_parse_content_range(content_range), start, end, len(data)):
             raise TierDBError(
                 ErrorKind.UNAVAILABLE,
                 f"S3 get_range of {key!r} asked for bytes [{start}, {end}) and got "
