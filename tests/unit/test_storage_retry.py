@@ -184,7 +184,7 @@ async def test_precondition_reads_back_even_without_a_failed_attempt():
 
 
 async def test_range_gets_are_retried_like_gets():
-    store, faults, clock, retries = make()
+    store, faults, _clock, retries = make()
     await store.put("collections/c/segments/r.seg", b"0123456789")
     faults.fail_next(2, ops="get_range")
     assert await store.get_range("collections/c/segments/r.seg", 2, 5) == b"234"
@@ -193,7 +193,7 @@ async def test_range_gets_are_retried_like_gets():
 
 
 async def test_range_past_the_end_is_not_retried():
-    store, faults, clock, retries = make()
+    store, faults, _clock, retries = make()
     await store.put("k/r", b"0123456789")
     with pytest.raises(TierDBError) as info:
         await store.get_range("k/r", 10, 20)
