@@ -44,6 +44,9 @@ S3_PERMANENT_FAILURES = Counter(
     "storage_s3_permanent_failures", "S3 uploads that failed permanently (sent to the DLQ)", _COLL
 )
 S3_REQUESTS = Counter("storage_s3_requests", "S3 requests by operation", _COLL + ["op"])
+S3_BYTES_FETCHED = Counter(
+    "storage_s3_bytes_fetched", "Object bytes read from S3 by whole-object and range GETs", _COLL + ["op"]
+)
 CACHE_HITS = Counter("storage_cache_hits", "Cache hits", _COLL + ["tier"])
 CACHE_MISSES = Counter("storage_cache_misses", "Cache misses", _COLL + ["tier"])
 CACHE_EVICTIONS = Counter("storage_cache_evictions", "Cache evictions", _COLL + ["tier"])
@@ -83,10 +86,13 @@ def observe_request(method: str, route: str, status: int | str, seconds: float) 
 
 _COLLECTION_COUNTERS = (INSERTS, DELETES, QUERIES, S3_UPLOADS, S3_RETRIES, S3_PERMANENT_FAILURES)
 _TIERED_COUNTERS = (CACHE_HITS, CACHE_MISSES, CACHE_EVICTIONS)
-_PER_COLLECTION = (*_COLLECTION_COUNTERS, COMPACTIONS, *_TIERED_COUNTERS, S3_REQUESTS, OPERATION_SECONDS)
+_PER_COLLECTION = (
+    *_COLLECTION_COUNTERS, COMPACTIONS, *_TIERED_COUNTERS, S3_REQUESTS, S3_BYTES_FETCHED, OPERATION_SECONDS
+)
 
 
-S3_OPS = ("get", "put", "delete", "list", "head")
+S3_OPS = ("get", "get_range", "put", "delete", "list", "head")
+S3_READ_OPS = ("get", "get_range")
 
 
 def init_collection(
@@ -113,6 +119,8 @@ def init_collection(
         OPERATION_SECONDS.labels(collection=name, op=op)
     for op in S3_OPS:
         S3_REQUESTS.labels(collection=name, op=op)
+    for op in S3_READ_OPS:
+        S3_BYTES_FETCHED.labels(collection=name, op=op)
 
 
 def forget_collection(name: str) -> None:

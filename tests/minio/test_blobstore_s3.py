@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import socket
 
 import msgspec
 import pytest
 
+from tierdb import metrics
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.storage.cache import DiskCachedStore
 from tierdb.storage.factory import open_s3_store, with_disk_cache
+from tierdb.storage.metered import MeteredStore
 from tierdb.storage.retry import RetryingStore
+from tierdb.storage.s3 import S3Store
 from tierdb.storage.wrapper import without_retries
 from tierdb.testing.store import BlobStoreContract
 
@@ -225,3 +229,61 @@ def _closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _watch_get_object(store: S3Store):
+    """Every GetObject the store's client sends: (Range header, HTTP status, body length)."""
+    seen: list[dict] = []
+
+    def before_send(request, **kwargs):
+        seen.append({"range": request.headers.get("Range")})
+
+    def after_call(http_response, parsed, **kwargs):
+        seen[-1].update(status=http_response.status_code, length=parsed.get("ContentLength"),
+                        content_range=parsed.get("ContentRange"))
+
+    store._client.meta.events.register("before-send.s3.GetObject", before_send)
+    store._client.meta.events.register("after-call.s3.GetObject", after_call)
+    return seen
+
+
+async def test_get_range_sends_one_ranged_get_and_transfers_only_the_range(
+    s3_settings_factory, make_s3_store
+):
+    counts, on_request = _counter()
+    store = make_s3_store(retry=None, on_request=on_request)
+    key = "collections/ranged/segments/" + "cd" * 16 + ".seg"
+    data = os.urandom(1 << 20)
+    await store.put(key, data)  # opens the client
+    seen = _watch_get_object(store)
+    fetched_before = metrics.S3_BYTES_FETCHED.labels(collection="ranged", op="get_range")._value.get()
+    requests_before = metrics.S3_REQUESTS.labels(collection="ranged", op="get_range")._value.get()
+
+    assert await store.get_range(key, 300_000, 300_100) == data[300_000:300_100]
+    assert seen == [{"range": b"bytes=300000-300099", "status": 206, "length": 100,
+                     "content_range": f"bytes 300000-300099/{len(data)}"}]
+    assert counts == {"put": 1, "get_range": 1}
+
+    # An end past the object: S3 clamps, and only the tail travels.
+    seen.clear()
+    assert await store.get_range(key, len(data) - 10, len(data) + 4096) == data[-10:]
+    assert [(s["status"], s["length"]) for s in seen] == [(206, 10)]
+
+    # The production stack meters the request and the bytes under op="get_range".
+    metered = MeteredStore(store)
+    assert await metered.get_range(key, 0, 4096) == data[:4096]
+    assert metrics.S3_REQUESTS.labels(collection="ranged", op="get_range")._value.get() == requests_before + 1
+    assert metrics.S3_BYTES_FETCHED.labels(collection="ranged", op="get_range")._value.get() == fetched_before + 4096
+
+
+async def test_get_range_past_the_end_is_invalid_without_retries(make_s3_store):
+    counts, on_request = _counter()
+    retried = []
+    store = make_s3_store(on_request=on_request, on_retry=lambda *a: retried.append(a))
+    await store.put("k/ten", b"0123456789")
+    await store.put("k/empty", b"")
+    for key, start in (("k/ten", 10), ("k/empty", 0)):
+        with pytest.raises(TierDBError) as info:
+            await store.get_range(key, start, start + 5)
+        assert info.value.kind is ErrorKind.INVALID and key in str(info.value)
+    assert counts["get_range"] == 2 and retried == []

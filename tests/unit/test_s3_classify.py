@@ -107,10 +107,13 @@ class FakeS3:
     def __init__(self):
         self.requests = 0
         self.status, self.code = 503, "SlowDown"
+        self.respond = None  # a function of the request answering instead of the canned error
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         await request.read()
+        if self.respond is not None:
+            return self.respond(request)
         body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{self.code}</Code>"
                 "<Message>nope</Message><RequestId>r-42</RequestId></Error>")
         if request.method == "HEAD":
@@ -193,6 +196,47 @@ async def test_missing_key(fake_s3, fake_store):
     await fake_store.delete("a/b")  # idempotent even if the server says 404
 
 
+@pytest.mark.parametrize(
+    "status,code,kind,retryable",
+    [(416, "InvalidRange", ErrorKind.INVALID, None), (404, "NoSuchKey", ErrorKind.NOT_FOUND, None),
+     (503, "SlowDown", ErrorKind.UNAVAILABLE, True), (403, "AccessDenied", ErrorKind.UNAVAILABLE, False)],
+)
+async def test_range_get_errors(fake_s3, fake_store, status, code, kind, retryable):
+    fake_s3.status, fake_s3.code = status, code
+    with pytest.raises(TierDBError) as info:
+        await fake_store.get_range("collections/c/segments/x.seg", 10, 20)
+    assert info.value.kind is kind
+    assert "collections/c/segments/x.seg" in str(info.value)
+    assert info.value.context.get("retryable") is retryable
+    assert fake_s3.requests == 1 and fake_store.ops == ["get_range"]
+
+
+async def test_range_get_from_a_server_that_ignores_range(fake_s3, fake_store):
+    seen = []
+
+    def whole_object(request):
+        seen.append(request.headers.get("Range"))
+        return web.Response(status=200, body=b"0123456789")
+
+    fake_s3.respond = whole_object
+    assert await fake_store.get_range("k/obj", 3, 6) == b"345"
+    assert await fake_store.get_range("k/obj", 8, 100) == b"89"
+    with pytest.raises(TierDBError) as info:
+        await fake_store.get_range("k/obj", 10, 11)
+    assert info.value.kind is ErrorKind.INVALID
+    assert seen == ["bytes=3-5", "bytes=8-99", "bytes=10-10"]
+
+
+async def test_range_get_rejects_an_answer_for_other_bytes(fake_s3, fake_store):
+    fake_s3.respond = lambda request: web.Response(
+        status=206, body=b"0123", headers={"Content-Range": "bytes 0-3/10"}
+    )
+    with pytest.raises(TierDBError) as info:
+        await fake_store.get_range("k/obj", 4, 8)
+    assert info.value.kind is ErrorKind.UNAVAILABLE and info.value.context["retryable"] is False
+    assert "bytes 0-3/10" in str(info.value)
+
+
 async def test_connection_refused_is_retryable():
     store = S3Store(S3Settings(endpoint="http://127.0.0.1:9", bucket="b", connect_timeout_secs=1),
                     access_key="a", secret_key=SECRET)
@@ -209,3 +253,26 @@ def test_store_requires_a_bucket():
     with pytest.raises(TierDBError) as info:
         S3Store(S3Settings(bucket=""))
     assert info.value.kind is ErrorKind.INVALID
+
+
+@pytest.mark.parametrize(
+    "content_range,body",
+    [("bytes 4-7/10", b"456"), ("bytes 4-6/10", b"456"), ("bytes 4-7/*", b"4567x"), ("items 4-7/10", b"4567"),
+     ("bytes 4-/10", b"4567")],
+)
+async def test_range_get_rejects_a_short_or_malformed_answer(fake_s3, fake_store, content_range, body):
+    fake_s3.respond = lambda request: web.Response(
+        status=206, body=body, headers={"Content-Range": content_range}
+    )
+    with pytest.raises(TierDBError) as info:
+        await fake_store.get_range("k/obj", 4, 8)
+    assert info.value.kind is ErrorKind.UNAVAILABLE and info.value.context["retryable"] is False
+
+
+@pytest.mark.parametrize("content_range,body", [("bytes 4-7/10", b"4567"), ("bytes 4-5/6", b"45"),
+                                                ("bytes 4-7/*", b"4567")])
+async def test_range_get_accepts_an_exact_or_clamped_answer(fake_s3, fake_store, content_range, body):
+    fake_s3.respond = lambda request: web.Response(
+        status=206, body=body, headers={"Content-Range": content_range}
+    )
+    assert await fake_store.get_range("k/obj", 4, 8) == body

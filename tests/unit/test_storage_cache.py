@@ -10,7 +10,7 @@ from tierdb.storage.faults import FaultInjectingStore
 from tierdb.storage.memory import MemoryStore
 
 KiB = 1024
-BASE = 32 * KiB  # an empty diskcache's volume (its SQLite pages)
+BASE = 36 * KiB  # an empty diskcache's volume (its SQLite pages, tag index included)
 OBJ = 64 * KiB   # stored as a file, so it adds exactly its size to the volume
 
 
@@ -197,3 +197,89 @@ async def test_cache_read_failure_falls_back_to_inner(tmp_path, monkeypatch):
     monkeypatch.setattr(diskcache.Cache, "get", broken_get)
     assert await h.store.get(seg("f")) == b"data"
     assert h.inner_gets(seg("f")) == 1
+
+
+def range_gets(h, key):
+    return sum(1 for op, k in h.inner.calls if op == "get_range" and k == key)
+
+
+async def test_ranges_are_cached_by_range_and_counted(tmp_path):
+    h = Harness(tmp_path)
+    data = os.urandom(OBJ)
+    await h.inner.inner.put(seg("r"), data)
+    for _ in range(3):
+        assert await h.store.get_range(seg("r"), 100, 200) == data[100:200]
+    assert await h.store.get_range(seg("r"), 100, 201) == data[100:201]  # another range: a miss
+    assert range_gets(h, seg("r")) == 2 and h.inner_gets(seg("r")) == 0
+    assert h.events == [("miss", 1), ("hit", 1), ("hit", 1), ("miss", 1)]
+    assert h.store.stats()["entries"] == 2
+
+
+async def test_a_cached_whole_object_serves_ranges_and_drops_its_range_entries(tmp_path):
+    h = Harness(tmp_path)
+    data = os.urandom(OBJ)
+    await h.inner.inner.put(seg("w"), data)
+    await h.store.get_range(seg("w"), 0, 10)
+    assert h.store.stats()["entries"] == 1
+    await h.store.get(seg("w"))  # caches the whole object; the range entry is now redundant
+    assert h.store.stats()["entries"] == 1 and h.store.stats()["evictions"] == 0
+    for start, end in [(0, 10), (OBJ - 5, OBJ + 5), (1000, 9000)]:
+        assert await h.store.get_range(seg("w"), start, end) == data[start:end]
+    assert range_gets(h, seg("w")) == 1
+    with pytest.raises(TierDBError) as info:
+        await h.store.get_range(seg("w"), OBJ, OBJ + 1)
+    assert info.value.kind is ErrorKind.INVALID
+
+
+async def test_delete_and_overwrite_evict_the_cached_ranges(tmp_path):
+    h = Harness(tmp_path)
+    await h.store.put(seg("d"), b"one" * 100)
+    await h.store.delete(seg("d"))
+    await h.inner.inner.put(seg("d"), b"one" * 100)
+    await h.store.get_range(seg("d"), 0, 3)
+    await h.store.get_range(seg("d"), 3, 6)
+    assert h.store.stats()["entries"] == 2
+    await h.store.delete(seg("d"))
+    assert h.store.stats()["entries"] == 0
+    with pytest.raises(TierDBError) as info:
+        await h.store.get_range(seg("d"), 0, 3)
+    assert info.value.kind is ErrorKind.NOT_FOUND
+
+
+async def test_range_entries_share_the_lru_byte_budget(tmp_path):
+    h = Harness(tmp_path, size_limit=BASE + 3 * OBJ + KiB)  # room for three 64 KiB ranges
+    data = os.urandom(8 * OBJ)
+    await h.inner.inner.put(seg("big"), data)
+    for i in range(8):
+        start = i * OBJ
+        assert await h.store.get_range(seg("big"), start, start + OBJ) == data[start : start + OBJ]
+        assert h.store.stats()["bytes"] <= h.store.size_limit
+    assert h.store.stats()["entries"] == 3 and h.store.stats()["evictions"] == 5
+    # the three most recent ranges are hits, the first one went to the inner store again
+    before = range_gets(h, seg("big"))
+    for i in (5, 6, 7):
+        await h.store.get_range(seg("big"), i * OBJ, (i + 1) * OBJ)
+    assert range_gets(h, seg("big")) == before
+    await h.store.get_range(seg("big"), 0, OBJ)
+    assert range_gets(h, seg("big")) == before + 1
+
+
+async def test_ranges_of_uncacheable_keys_pass_through(tmp_path):
+    h = Harness(tmp_path)
+    key = "collections/c/manifest/00000000000000000001.json"
+    await h.store.put(key, b"{}")
+    assert await h.store.get_range(key, 0, 1) == b"{"
+    assert await h.store.get_range(key, 0, 1) == b"{"
+    assert range_gets(h, key) == 2 and h.events == []
+
+
+async def test_range_cache_read_failure_falls_back_to_inner(tmp_path, monkeypatch):
+    h = Harness(tmp_path)
+    await h.store.put(seg("f"), b"data")
+
+    def broken_get(self, *args, **kwargs):
+        raise diskcache.Timeout("database is locked")
+
+    monkeypatch.setattr(diskcache.Cache, "get", broken_get)
+    assert await h.store.get_range(seg("f"), 1, 3) == b"at"
+    assert range_gets(h, seg("f")) == 1

@@ -84,3 +84,20 @@ def test_rejects_unknown_kinds_and_ops():
         store.inject("explode")
     with pytest.raises(ValueError):
         store.inject("transient", ops="copy")
+
+
+async def test_range_gets_are_their_own_op_and_faultable():
+    store = FaultInjectingStore(MemoryStore())
+    await store.put("k", b"0123456789")
+    store.fail_next(1, ops="get")
+    assert await store.get_range("k", 0, 3) == b"012"  # a "get" fault leaves range reads alone
+    store.clear()
+    store.fail_next(1, ops="get_range", kind="permanent")
+    with pytest.raises(TierDBError) as info:
+        await store.get_range("k", 0, 3)
+    assert info.value.context["retryable"] is False and info.value.context["op"] == "get_range"
+    store.fail_next(1)  # every op, range reads included
+    with pytest.raises(TierDBError):
+        await store.get_range("k", 0, 3)
+    assert await store.get_range("k", 3, 5) == b"34"
+    assert store.count("get_range") == 4

@@ -1,6 +1,7 @@
 import asyncio
 import errno
 import os
+import threading
 
 import pytest
 
@@ -158,3 +159,28 @@ async def test_fsync_can_be_disabled(tmp_path, monkeypatch):
     assert calls == []
     await LocalStore(str(tmp_path)).put("a/c", b"x")
     assert len(calls) >= 2  # the file and its directory
+
+
+async def test_range_read_reads_only_the_range_off_the_event_loop(tmp_path, monkeypatch):
+    store = LocalStore(str(tmp_path))
+    data = os.urandom(1 << 20)
+    await store.put("collections/c/segments/x.seg", data)
+    reads = []
+    real_pread = os.pread
+
+    def recording_pread(fd, n, offset):
+        reads.append((n, offset, threading.current_thread() is threading.main_thread()))
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", recording_pread)
+    assert await store.get_range("collections/c/segments/x.seg", 4096, 8192) == data[4096:8192]
+    assert reads == [(4096, 4096, False)]
+
+
+async def test_range_of_a_directory_is_not_found(tmp_path):
+    store = LocalStore(str(tmp_path))
+    await store.put("a/b/c", b"x")
+    for key in ("a/b", "a/b/c/d"):
+        with pytest.raises(TierDBError) as info:
+            await store.get_range(key, 0, 1)
+        assert info.value.kind is ErrorKind.NOT_FOUND

@@ -48,3 +48,32 @@ async def test_close_reaches_the_inner_store():
 
     await MeteredStore(Inner()).close()
     assert closed == [True]
+
+
+def _fetched(collection: str, op: str) -> float:
+    return metrics.S3_BYTES_FETCHED.labels(collection=collection, op=op)._value.get()
+
+
+async def test_range_gets_are_counted_apart_with_the_bytes_they_fetched():
+    store = MeteredStore(MemoryStore())
+    seg = "collections/metered-r/segments/" + "aa" * 16 + ".seg"
+    await store.put(seg, bytes(1000))
+    requests = {op: _count("metered-r", op) for op in ("get", "get_range")}
+    fetched = {op: _fetched("metered-r", op) for op in ("get", "get_range")}
+    await store.get_range(seg, 10, 110)
+    await store.get_range(seg, 990, 2000)  # clamped: 10 bytes come back
+    await store.get(seg)
+    with pytest.raises(TierDBError):
+        await store.get_range(seg, 1000, 1001)  # a failed request is a request too
+    assert _count("metered-r", "get_range") - requests["get_range"] == 3
+    assert _count("metered-r", "get") - requests["get"] == 1
+    assert _fetched("metered-r", "get_range") - fetched["get_range"] == 110
+    assert _fetched("metered-r", "get") - fetched["get"] == 1000
+
+
+def test_new_collections_export_zero_range_series():
+    metrics.init_collection("metered-zero")
+    assert _count("metered-zero", "get_range") == 0
+    assert _fetched("metered-zero", "get_range") == _fetched("metered-zero", "get") == 0
+    assert "storage_s3_bytes_fetched_total" in metrics.exposed_metric_names()
+    metrics.forget_collection("metered-zero")

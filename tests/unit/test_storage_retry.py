@@ -181,3 +181,21 @@ async def test_precondition_reads_back_even_without_a_failed_attempt():
     with pytest.raises(TierDBError) as info:
         await store.put("m/5.json", b"mine", if_absent=True)
     assert info.value.kind is ErrorKind.PRECONDITION
+
+
+async def test_range_gets_are_retried_like_gets():
+    store, faults, _clock, retries = make()
+    await store.put("collections/c/segments/r.seg", b"0123456789")
+    faults.fail_next(2, ops="get_range")
+    assert await store.get_range("collections/c/segments/r.seg", 2, 5) == b"234"
+    assert [r[:2] for r in retries] == [("get_range", 1), ("get_range", 2)]
+    assert faults.count("get_range") == 3
+
+
+async def test_range_past_the_end_is_not_retried():
+    store, faults, _clock, retries = make()
+    await store.put("k/r", b"0123456789")
+    with pytest.raises(TierDBError) as info:
+        await store.get_range("k/r", 10, 20)
+    assert info.value.kind is ErrorKind.INVALID
+    assert retries == [] and faults.count("get_range") == 1

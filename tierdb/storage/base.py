@@ -30,6 +30,15 @@ class BlobStore(Protocol):
 
     async def get(self, key: str) -> bytes: ...
 
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the object, in one request (S3: ``Range: bytes=start-(end-1)``).
+
+        S3's rules: an ``end`` past the object is clamped (the answer is shorter); a ``start``
+        at or past the end of the object is INVALID (S3's 416), as is a range that is not
+        ``0 <= start < end`` (an empty range cannot be sent; ``ranges.get_ranges`` answers
+        those without a request).  A missing key is NOT_FOUND, as for ``get``.
+        """
+
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None: ...
 
     async def delete(self, key: str) -> None:

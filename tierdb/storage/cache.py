@@ -6,6 +6,12 @@ read from the inner store).  Reads try the cache, then the inner store, then fil
 the inner store first and then fill the cache; deletes evict.  The cache is an
 optimisation only: any cache failure is logged and the inner store answers.
 
+Range reads (``get_range``) of a cacheable key are served from the whole object when it is
+cached, else from an entry for exactly that range, keyed ``(key, start, end)`` and tagged
+with ``key`` in the same diskcache and the same LRU byte budget.  A miss fetches just that
+range from the inner store.  Evicting a key (delete, overwrite) drops its ranges too (by
+tag), and caching a whole object drops the ranges it makes redundant.
+
 Eviction is least-recently-*used* (diskcache's default policy is least-recently-stored).
 diskcache evicts ``cull_limit`` LRU entries per write once the volume reaches
 ``size_limit``; we set it to 1 so a fill evicts exactly the oldest entry, and keep evicting
@@ -28,7 +34,9 @@ from collections.abc import Callable
 import diskcache
 
 from tierdb import keys
+from tierdb.errors import TierDBError
 from tierdb.storage.base import BlobStore
+from tierdb.storage.local import range_not_satisfiable, validate_range
 from tierdb.storage.wrapper import WrapperStore
 
 logger = logging.getLogger(__name__)
@@ -36,8 +44,9 @@ logger = logging.getLogger(__name__)
 # on_event(kind, n) with kind in "hit", "miss", "eviction".
 OnEvent = Callable[[str, int], None]
 
-# A tuple can never equal an object key (always a str).
+# Tuples can never equal an object key (always a str): a range entry is (key, start, end).
 _CULL_PROBE = ("tierdb", "cull-probe")
+CacheKey = str | tuple[str, int, int]
 
 
 class DiskCachedStore(WrapperStore):
@@ -97,6 +106,19 @@ class DiskCachedStore(WrapperStore):
         await self._fill(key, data)
         return data
 
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        if not self._cacheable(key):
+            return await self.inner.get_range(key, start, end)
+        validate_range(key, start, end)
+        cached = await self._lookup_range(key, start, end)
+        if cached is not None:
+            self._event("hit", 1)
+            return cached
+        self._event("miss", 1)
+        data = await self.inner.get_range(key, start, end)
+        await self._fill((key, start, end), data)
+        return data
+
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         data = bytes(data)  # the cache must hold (and give back) bytes, not a caller's buffer
         cacheable = self._cacheable(key)
@@ -136,6 +158,7 @@ class DiskCachedStore(WrapperStore):
             size_limit=self.size_limit,
             eviction_policy="least-recently-used",
             cull_limit=1,
+            tag_index=True,  # evicting a key's ranges by tag
         )
         self._bytes, self._entries = cache.volume(), len(cache)
         return cache
@@ -152,7 +175,38 @@ class DiskCachedStore(WrapperStore):
             )
             return None
 
-    async def _fill(self, key: str, data: bytes) -> None:
+    async def _lookup_range(self, key: str, start: int, end: int) -> bytes | None:
+        try:
+            cache = await self._open()
+            return await asyncio.to_thread(self._lookup_range_sync, cache, key, start, end)
+        except TierDBError:
+            raise  # the range starts past the end of the cached object
+        except Exception:
+            logger.warning(
+                "disk cache read failed; reading from the store",
+                exc_info=True,
+                extra={"key": key, "start": start, "end": end, "cache_dir": self.directory},
+            )
+            return None
+
+    @staticmethod
+    def _lookup_range_sync(cache: diskcache.Cache, key: str, start: int, end: int) -> bytes | None:
+        # read=True: a large object comes back as an open file, so only the range is read.
+        whole = cache.get(key, None, read=True)
+        if whole is None:
+            return cache.get((key, start, end), None)
+        if isinstance(whole, bytes):  # small values live inline in SQLite
+            size, data = len(whole), whole[start:end]
+        else:
+            with whole:
+                size = whole.seek(0, 2)
+                whole.seek(start)
+                data = whole.read(end - start) if start < size else b""
+        if start >= size:
+            raise range_not_satisfiable(key, start, end, size)
+        return data
+
+    async def _fill(self, key: CacheKey, data: bytes) -> None:
         if len(data) > self.max_object_bytes:
             return
         try:
@@ -169,11 +223,17 @@ class DiskCachedStore(WrapperStore):
         if evicted:
             self._event("eviction", evicted)
 
-    def _fill_sync(self, cache: diskcache.Cache, key: str, data: bytes) -> int:
+    def _fill_sync(self, cache: diskcache.Cache, key: CacheKey, data: bytes) -> int:
+        """Store one entry; the number of entries evicted to make room for it."""
         with self._fill_lock:
+            if isinstance(key, str):
+                cache.evict(key)  # the object's cached ranges: redundant now, not evictions
+                tag = None
+            else:
+                tag = key[0]
             is_new = key not in cache
             before = len(cache)
-            cache.set(key, data)
+            cache.set(key, data, tag=tag)
             self._shrink(cache)
             after = len(cache)
             self._bytes, self._entries = cache.volume(), after
@@ -192,7 +252,7 @@ class DiskCachedStore(WrapperStore):
             if len(cache) >= before:
                 return  # nothing left that diskcache is willing to evict
 
-    async def _evict(self, key: str) -> None:
+    async def _evict(self, key: CacheKey) -> None:
         try:
             cache = await self._open()
             await asyncio.to_thread(self._evict_sync, cache, key)
@@ -203,9 +263,11 @@ class DiskCachedStore(WrapperStore):
                 extra={"key": key, "cache_dir": self.directory},
             )
 
-    def _evict_sync(self, cache: diskcache.Cache, key: str) -> None:
+    def _evict_sync(self, cache: diskcache.Cache, key: CacheKey) -> None:
         with self._fill_lock:
             cache.delete(key)
+            if isinstance(key, str):
+                cache.evict(key)  # its ranges
             self._bytes, self._entries = cache.volume(), len(cache)
 
     def _event(self, kind: str, n: int) -> None:

@@ -5,6 +5,7 @@
     store.inject("permanent", prefix="collections/a/") # every op under a prefix: 403-like
     store.inject("lose_response", ops="put", times=1)  # put succeeds, caller sees a 503
     store.inject("latency", delay=0.05)                # every op 50 ms slower
+    store.fail_next(1, ops=("get", "get_range"))       # the next read, whole or by range
     store.clear()
 
 Faults are checked in the order they were added; latency faults all apply, then the
@@ -25,7 +26,8 @@ from tierdb.storage.wrapper import WrapperStore
 T = TypeVar("T")
 
 FaultKind = Literal["transient", "permanent", "latency", "lose_response"]
-OPS = frozenset({"get", "put", "delete", "list", "head"})
+# A range read is its own op: ``ops="get"`` does not reach it, the default (every op) does.
+OPS = frozenset({"get", "get_range", "put", "delete", "list", "head"})
 _KINDS = frozenset({"transient", "permanent", "latency", "lose_response"})
 
 
@@ -114,6 +116,9 @@ class FaultInjectingStore(WrapperStore):
 
     async def get(self, key: str) -> bytes:
         return await self._apply("get", key, lambda: self.inner.get(key))
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        return await self._apply("get_range", key, lambda: self.inner.get_range(key, start, end))
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         await self._apply("put", key, lambda: self.inner.put(key, data, if_absent=if_absent))

@@ -69,6 +69,44 @@ def _check_path(path: str, *, what: str) -> None:
             )
 
 
+def validate_range(key: str, start: int, end: int) -> str:
+    """Check a byte range ``[start, end)`` for ``get_range``: integers, ``0 <= start < end``.
+
+    An empty range is rejected: S3 cannot express one (``Range: bytes=a-b`` is inclusive), and
+    a caller that may have empty ranges uses ``ranges.get_ranges``, which answers them locally.
+    """
+    validate_key(key)
+    if type(start) is not int or type(end) is not int:  # bool is an int; a range of True is a bug
+        raise invalid(
+            f"byte range of {key!r} must be two integers, got {start!r}, {end!r}",
+            key=key, start=start, end=end,
+        )
+    if not 0 <= start < end:
+        raise invalid(
+            f"byte range [{start}, {end}) of {key!r} is empty or negative "
+            "(need 0 <= start < end)",
+            key=key, start=start, end=end,
+        )
+    return key
+
+
+def range_not_satisfiable(key: str, start: int, end: int, size: int | None = None) -> TierDBError:
+    """The error for a range that starts at or past the end of the object (S3's 416)."""
+    known = f" of {size} bytes" if size is not None else ""
+    return invalid(
+        f"byte range [{start}, {end}) starts past the end of object {key!r}{known}",
+        key=key, start=start, end=end, size=size,
+    )
+
+
+def slice_range(key: str, data: bytes, start: int, end: int) -> bytes:
+    """``data[start:end]`` with S3's rules: an end past the object is clamped, a start at or
+    past it is ``range_not_satisfiable``.  The range must already be validated."""
+    if start >= len(data):
+        raise range_not_satisfiable(key, start, end, len(data))
+    return bytes(data[start:end])
+
+
 def object_not_found(key: str) -> TierDBError:
     return not_found(f"object {key!r} not found", key=key)
 
@@ -98,6 +136,11 @@ class LocalStore:
     async def get(self, key: str) -> bytes:
         path = self._path(key)
         return await self._run("get", key, path, self._read, key, path)
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        validate_range(key, start, end)
+        path = self._path(key)
+        return await self._run("get_range", key, path, self._read_range, key, path, start, end)
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
@@ -141,6 +184,33 @@ class LocalStore:
                 return f.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise object_not_found(key) from None
+
+    @staticmethod
+    def _read_range(key: str, path: str, start: int, end: int) -> bytes:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise object_not_found(key) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise object_not_found(key)
+            if start >= st.st_size:
+                raise range_not_satisfiable(key, start, end, st.st_size)
+            # Objects are replaced by rename, never written in place: this fd keeps seeing the
+            # version it opened, so st_size stays right for the whole read.
+            want = min(end, st.st_size) - start
+            chunks = []
+            while want > 0:
+                chunk = os.pread(fd, want, start)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                start += len(chunk)
+                want -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def _write(self, key: str, path: str, data: bytes, if_absent: bool) -> None:
         directory = os.path.dirname(path)

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from tierdb.storage.base import ObjectInfo
-from tierdb.storage.local import object_exists, object_not_found, validate_key, validate_prefix
+from tierdb.storage.local import (
+    object_exists,
+    object_not_found,
+    slice_range,
+    validate_key,
+    validate_prefix,
+    validate_range,
+)
 
 
 class MemoryStore:
@@ -21,6 +28,14 @@ class MemoryStore:
             return self._objects[key]
         except KeyError:
             raise object_not_found(key) from None
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        validate_range(key, start, end)
+        try:
+            data = self._objects[key]
+        except KeyError:
+            raise object_not_found(key) from None
+        return slice_range(key, data, start, end)
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         validate_key(key)

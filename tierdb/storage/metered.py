@@ -1,7 +1,9 @@
 """A BlobStore wrapper that counts requests per collection and operation.
 
 Placed directly over the S3 store (under the retry wrapper) it counts every attempt, i.e.
-every S3 request, in ``storage_s3_requests_total{collection, op}``.
+every S3 request, in ``storage_s3_requests_total{collection, op}`` (a range GET is op
+``get_range``), and the object bytes that reads returned in
+``storage_s3_bytes_fetched_total{collection, op}``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ class MeteredStore(WrapperStore):
     def _count(self, op: str, key: str) -> None:
         metrics.S3_REQUESTS.labels(collection=collection_of(key), op=op).inc()
 
+    def _fetched(self, op: str, key: str, data: bytes) -> bytes:
+        metrics.S3_BYTES_FETCHED.labels(collection=collection_of(key), op=op).inc(len(data))
+        return data
+
     async def get(self, key: str) -> bytes:
         self._count("get", key)
-        return await super().get(key)
+        return self._fetched("get", key, await super().get(key))
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        self._count("get_range", key)
+        return self._fetched("get_range", key, await super().get_range(key, start, end))
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         self._count("put", key)

@@ -140,6 +140,9 @@ class RetryingStore(WrapperStore):
     async def get(self, key: str) -> bytes:
         return await self._call("get", key, lambda: self.inner.get(key))
 
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        return await self._call("get_range", key, lambda: self.inner.get_range(key, start, end))
+
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         if not if_absent:
             return await self._call("put", key, lambda: self.inner.put(key, data))

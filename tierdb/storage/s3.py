@@ -34,7 +34,15 @@ from tierdb import keys
 from tierdb.config import S3Settings
 from tierdb.errors import ErrorKind, TierDBError, invalid
 from tierdb.storage.base import ObjectInfo
-from tierdb.storage.local import object_exists, object_not_found, validate_key, validate_prefix
+from tierdb.storage.local import (
+    object_exists,
+    object_not_found,
+    range_not_satisfiable,
+    slice_range,
+    validate_key,
+    validate_prefix,
+    validate_range,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +69,8 @@ _RETRYABLE_CODES = frozenset(
 _PERMANENT_CODES = frozenset({"NotImplemented"})
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_RANGE_NOT_SATISFIABLE_CODES = frozenset({"InvalidRange", "416"})
+_READ_OPS = ("get", "get_range", "head", "delete")
 
 _TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
     EndpointConnectionError,
@@ -84,6 +94,19 @@ _HINTS = {
     "NoCredentialsError": "no S3 credentials found (set AWS_ACCESS_KEY_ID / "
     "AWS_SECRET_ACCESS_KEY or another AWS credential source)",
 }
+
+
+def _parse_content_range(content_range: str) -> tuple[int, int, int | None] | None:
+    """(first, last, size) of ``Content-Range: bytes first-last/size`` (size None for ``*``);
+    None if malformed."""
+    unit, _, spec = content_range.strip().partition(" ")
+    span, _, size = spec.partition("/")
+    first, _, last = span.partition("-")
+    if unit != "bytes" or not first.isdigit() or not last.isdigit():
+        return None
+    if size != "*" and not size.isdigit():
+        return None
+    return int(first), int(last), None if size == "*" else int(size)
 
 
 def classify(exc: BaseException) -> tuple[bool, str, int | None]:
@@ -115,11 +138,23 @@ def classify(exc: BaseException) -> tuple[bool, str, int | None]:
     return isinstance(exc, _TRANSIENT_EXCEPTIONS), code, None
 
 
+def _answers_range(
+    parsed: tuple[int, int, int | None] | None, start: int, end: int, received: int
+) -> bool:
+    """Whether a 206 with this Content-Range and body length is exactly bytes [start, end),
+    clamped to the object's end."""
+    if parsed is None:
+        return False
+    first, last, size = parsed
+    expected_last = end - 1 if size is None else min(end, size) - 1
+    return first == start and last == expected_last and received == last - first + 1
+
+
 class S3Store:
     """Objects under ``{settings.prefix}/{key}`` in ``settings.bucket``.
 
-    ``on_request(op)`` is called once per HTTP request (op in get/put/delete/list/head;
-    a multi-page list calls it once per page) so the caller can count S3 requests.
+    ``on_request(op)`` is called once per HTTP request (op in get/get_range/put/delete/list/
+    head; a multi-page list calls it once per page) so the caller can count S3 requests.
     """
 
     def __init__(
@@ -160,6 +195,35 @@ class S3Store:
                 return await body.read()
         except Exception as exc:
             raise self._error("get", key, exc) from exc
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        validate_range(key, start, end)
+        try:
+            client = await self._request("get_range")
+            response = await client.get_object(
+                Bucket=self.bucket, Key=self._full(key), Range=f"bytes={start}-{end - 1}"
+            )
+            async with response["Body"] as body:
+                data = await body.read()
+        except Exception as exc:
+            raise self._error("get_range", key, exc, start=start, end=end) from exc
+        content_range = response.get("ContentRange")
+        if not content_range:
+            # A server that ignores Range answers 200 with the whole object: still correct.
+            logger.warning(
+                "S3 server ignored a Range header and sent the whole object",
+                extra={"key": key, "bytes": len(data), "bucket": self.bucket},
+            )
+            return slice_range(key, data, start, end)
+        if not _answers_range(_parse_content_range(content_range), start, end, len(data)):
+            raise TierDBError(
+                ErrorKind.UNAVAILABLE,
+                f"S3 get_range of {key!r} asked for bytes [{start}, {end}) and got "
+                f"{content_range!r} ({len(data)} bytes)",
+                op="get_range", key=key, bucket=self.bucket, start=start, end=end,
+                content_range=content_range, retryable=False,
+            )
+        return data
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         validate_key(key)
@@ -275,7 +339,7 @@ class S3Store:
             extra={"endpoint": s.endpoint or "aws", "bucket": self.bucket, "prefix": self._root},
         )
 
-    def _error(self, op: str, key: str, exc: Exception) -> TierDBError:
+    def _error(self, op: str, key: str, exc: Exception, **extra: Any) -> TierDBError:
         if isinstance(exc, TierDBError):
             return exc
         retryable, code, status = classify(exc)
@@ -291,8 +355,10 @@ class S3Store:
             request_id = (exc.response.get("ResponseMetadata") or {}).get("RequestId")
             if request_id:
                 context["request_id"] = request_id
-        if op in ("get", "head", "delete") and code in _NOT_FOUND_CODES:
+        if op in _READ_OPS and code in _NOT_FOUND_CODES:
             return object_not_found(key)
+        if op == "get_range" and (code in _RANGE_NOT_SATISFIABLE_CODES or status == 416):
+            return range_not_satisfiable(key, extra["start"], extra["end"])
         if op == "put" and (code in _PRECONDITION_CODES or status == 412):
             return object_exists(key)
 

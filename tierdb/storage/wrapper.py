@@ -21,6 +21,9 @@ class WrapperStore:
     async def get(self, key: str) -> bytes:
         return await self.inner.get(key)
 
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        return await self.inner.get_range(key, start, end)
+
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         await self.inner.put(key, data, if_absent=if_absent)
 

@@ -22,11 +22,24 @@ import pytest
 from tierdb import keys
 from tierdb.errors import ErrorKind, TierDBError
 from tierdb.storage.base import BlobStore, ObjectInfo
+from tierdb.storage.ranges import get_ranges
 
 # Keys of the real layout, so that wrappers that treat some objects specially (the disk
 # cache keeps segments and WAL objects) take those paths too.
 SEGMENT = keys.segment_key("c", "ab" * 16)
 WAL = keys.wal_key("c", 1)
+
+# Larger than diskcache's inline limit (32 KiB), so a cached copy is a file read by range.
+RANGE_DATA = os.urandom(100_000)
+BAD_RANGES = [
+    pytest.param(5, 5, id="empty"),
+    pytest.param(6, 5, id="reversed"),
+    pytest.param(-1, 3, id="negative"),
+    pytest.param(True, 3, id="bool"),
+    pytest.param(0.0, 3, id="float"),
+    pytest.param("0", 3, id="str"),
+    pytest.param(0, None, id="none"),
+]
 
 PAYLOADS = [
     pytest.param(b"", id="empty"),
@@ -158,6 +171,84 @@ class BlobStoreContract:
         listed = await store.list("many/")
         assert listed == [ObjectInfo(key=k, size=0, etag=i.etag) for k, i in zip(keys, listed)]
 
+    @pytest.mark.parametrize("key", [SEGMENT, "k/plain"])
+    async def test_get_range_slices(self, store: BlobStore, key: str) -> None:
+        data, n = RANGE_DATA, len(RANGE_DATA)
+        await store.put(key, data)
+        cases = [(0, n), (0, 1), (n - 1, n), (1, n - 1), (40_000, 40_017), (70_000, 99_999)]
+        for _ in range(2):  # a cache fill, then a cache hit
+            for start, end in cases:
+                got = await store.get_range(key, start, end)
+                assert type(got) is bytes and got == data[start:end], (start, end)
+        await store.get(key)  # a cache holding the whole object serves every range of it
+        for start, end in [*cases, (12_345, 54_321)]:
+            assert await store.get_range(key, start, end) == data[start:end], (start, end)
+
+    @pytest.mark.parametrize("key", [SEGMENT, "k/plain"])
+    async def test_get_range_end_past_the_object_is_clamped(self, store: BlobStore, key: str) -> None:
+        await store.put(key, b"0123456789")
+        assert await store.get_range(key, 7, 11) == b"789"
+        assert await store.get_range(key, 9, 1 << 40) == b"9"
+        assert await store.get_range(key, 0, 1 << 40) == b"0123456789"
+
+    @pytest.mark.parametrize("key", [SEGMENT, "k/plain"])
+    async def test_get_range_start_past_the_object_is_invalid(self, store: BlobStore, key: str) -> None:
+        await store.put(key, b"0123456789")
+        await store.put(key + "-empty", b"")
+        for _ in range(2):  # before and after the whole object is cached
+            for k, start, end in [(key, 10, 11), (key, 15, 20), (key + "-empty", 0, 1)]:
+                with pytest.raises(TierDBError) as info:
+                    await store.get_range(k, start, end)
+                assert info.value.kind is ErrorKind.INVALID, (k, start, end)
+                assert k in str(info.value)
+            await store.get(key)
+            await store.get(key + "-empty")
+        assert await store.get(key) == b"0123456789"
+
+    @pytest.mark.parametrize(("start", "end"), BAD_RANGES)
+    async def test_get_range_rejects_bad_ranges(self, store: BlobStore, start, end) -> None:
+        for key in (SEGMENT, "k/plain"):
+            await store.put(key, b"0123456789")
+            with pytest.raises(TierDBError) as info:
+                await store.get_range(key, start, end)
+            assert info.value.kind is ErrorKind.INVALID
+            assert await store.get_range(key, 0, 10) == b"0123456789"
+
+    @pytest.mark.parametrize("key", [SEGMENT, "nope/missing.seg"])
+    async def test_get_range_missing_is_not_found(self, store: BlobStore, key: str) -> None:
+        with pytest.raises(TierDBError) as info:
+            await store.get_range(key, 0, 10)
+        assert info.value.kind is ErrorKind.NOT_FOUND
+        assert key in str(info.value)
+
+    @pytest.mark.parametrize("key", [SEGMENT, "k/plain"])
+    async def test_get_range_sees_overwrite_and_delete(self, store: BlobStore, key: str) -> None:
+        await store.put(key, b"version-one")
+        assert await store.get_range(key, 0, 7) == b"version"
+        assert await store.get_range(key, 8, 11) == b"one"
+        await store.put(key, b"VERSION-TWO")
+        assert await store.get_range(key, 0, 7) == b"VERSION"
+        assert await store.get_range(key, 8, 11) == b"TWO"
+        await store.delete(key)
+        with pytest.raises(TierDBError) as info:
+            await store.get_range(key, 8, 11)
+        assert info.value.kind is ErrorKind.NOT_FOUND
+
+    async def test_concurrent_get_ranges(self, store: BlobStore) -> None:
+        data, n = RANGE_DATA, len(RANGE_DATA)
+        await store.put(SEGMENT, data)
+        rng = random.Random(11)
+        ranges = [(s, s + rng.randint(1, 5000)) for s in (rng.randrange(n) for _ in range(40))]
+        got = await asyncio.gather(*(store.get_range(SEGMENT, s, e) for s, e in ranges))
+        assert got == [data[s:e] for s, e in ranges]
+
+    async def test_get_ranges_coalesces_and_cuts_back(self, store: BlobStore) -> None:
+        data, n = RANGE_DATA, len(RANGE_DATA)
+        await store.put(SEGMENT, data)
+        ranges = [(90_000, 95_000), (0, 10), (10, 10), (20, 30), (5, 25), (n - 3, n + 50)]
+        got = await get_ranges(store, SEGMENT, ranges, max_gap=16)
+        assert got == [data[s:e] for s, e in ranges]
+
     @pytest.mark.parametrize(
         "bad",
         ["", "/abs/key", "../escape", "a/../../b", "a/./b", "a//b", "a\\b", "a\x00b", "dir/",
@@ -170,6 +261,7 @@ class BlobStoreContract:
             lambda: store.put(bad, b"x", if_absent=True),
             lambda: store.delete(bad),
             lambda: store.head(bad),
+            lambda: store.get_range(bad, 0, 1),
         )
         for call in calls:
             with pytest.raises(TierDBError) as info:
