@@ -43,7 +43,7 @@ async def wal_tail(remote: BlobStore, name: str, after_seq: int) -> list[tuple[i
     chain = wal_tail_scan.SeqChain(after_seq)
     for first in wal_tail_scan.after(await object_seqs(remote, name), after_seq):
         if chain.starts_after_gap(first):
-            log.warning("WAL objects after a gap ignored", extra={"collection": name, "expected": chain.expected, "found": first})
+            log.warning("WAL objects after a gap ignored", extra={"collection": name, "expected": chain.next_needed, "found": first})
             break
         key = keys.wal_key(name, first)
         data = await remote.get(key)

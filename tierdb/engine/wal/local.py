@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from ...errors import ErrorKind, TierDBError, corrupt
 from . import tail
@@ -58,7 +58,7 @@ class LocalWal:
     def scan(self, after_seq: int) -> Iterator[WalRecord]:
         """Records with seq > after_seq, in order, cutting a torn tail of the last file."""
         files = self.files()
-        chain = tail.SeqChain()
+        chain = tail.SeqChain(after_seq)
         for i, wal_file in enumerate(files):
             with open(wal_file.path, "rb") as f:
                 data = f.read()

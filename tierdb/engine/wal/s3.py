@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, Iterator, TypeVar
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 from ... import keys
 from ...errors import corrupt
@@ -43,7 +44,7 @@ class S3Wal:
         return self._run(object_seqs(self.store, self.name))
 
     def scan(self, after_seq: int) -> Iterator[WalRecord]:
-        chain = tail.SeqChain()
+        chain = tail.SeqChain(after_seq)
         for first in tail.after(self.object_seqs(), after_seq):
             key = keys.wal_key(self.name, first)
             data = self._run(self.store.get(key))

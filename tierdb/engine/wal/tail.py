@@ -8,7 +8,9 @@ ones continue it; reading the records then checks that they really follow each o
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
 
 from ...errors import corrupt
 
@@ -17,7 +19,7 @@ def spans(firsts: Sequence[int]) -> list[tuple[int, int | None]]:
     """(first seq, last seq) of each file, sorted by first seq.  The last file's end is not
     known without reading it: None."""
     ordered = sorted(firsts)
-    return [(first, nxt - 1) for first, nxt in zip(ordered, ordered[1:])] + [(f, None) for f in ordered[-1:]]
+    return [(first, nxt - 1) for first, nxt in pairwise(ordered)] + [(f, None) for f in ordered[-1:]]
 
 
 def covered(firsts: Sequence[int], position: int) -> list[int]:
@@ -32,22 +34,31 @@ def after(firsts: Sequence[int], position: int) -> list[int]:
 
 
 class SeqChain:
-    """Follows records across files: each record must carry the seq after the previous one."""
+    """Follows records across files: the first one taken must not start after ``after_seq + 1``
+    (else records after the position are missing), and each next one carries the next seq."""
 
-    def __init__(self, after_seq: int | None = None) -> None:
-        # None: the first record seen starts the chain, whatever its seq.
-        self.expected: int | None = None if after_seq is None else after_seq + 1
+    def __init__(self, after_seq: int) -> None:
+        self.first_needed = after_seq + 1
+        self.expected: int | None = None    # the seq the next record must carry, once one was seen
+
+    @property
+    def next_needed(self) -> int:
+        """The seq the chain continues with."""
+        return self.first_needed if self.expected is None else self.expected
 
     def starts_after_gap(self, first_seq: int) -> bool:
         """A file starting here would leave records missing before it."""
-        return self.expected is not None and first_seq > self.expected
+        return first_seq > self.next_needed
 
     def follow(self, seq: int, where: str, **context: Any) -> None:
         """Accept the next record, or raise CORRUPT if records are missing before it."""
-        if self.expected is not None and seq != self.expected:
-            raise corrupt(f"{where}: sequence gap, expected {self.expected} got {seq}", **context)
+        expected = self.expected
+        if expected is None and seq > self.first_needed:
+            expected = self.first_needed
+        if expected is not None and seq != expected:
+            raise corrupt(f"{where}: sequence gap, expected {expected} got {seq}", **context)
         self.expected = seq + 1
 
     def reach(self, last_seq: int) -> None:
         """A whole file up to last_seq was taken (without following record by record)."""
-        self.expected = last_seq + 1 if self.expected is None else max(self.expected, last_seq + 1)
+        self.expected = max(self.next_needed, last_seq + 1)
