@@ -6,6 +6,9 @@ Locking rules
 - ``_commit_lock`` orders WAL appends (and the apply that follows) against WAL rotation.
 - ``_maintenance`` lets one flush, merge or local cleanup run at a time.
 - ``_where`` maps every live id to exactly one (source, row); everything else is dead.
+
+The mixins also use what ``Collection`` wires in for the tier and the workers: ``policy``,
+``ack_times``, ``_ram_cache``, ``_make_evictable``, ``_note_failure``, ``wal_floor``, ``stopping``.
 """
 
 from __future__ import annotations
