@@ -105,3 +105,17 @@ def unavailable(message: str, **context: Any) -> TierDBError:
 
 def too_large(message: str, **context: Any) -> TierDBError:
     return TierDBError(ErrorKind.TOO_LARGE, message, **context)
+def fenced(collection: str, what: str, **context: Any) -> TierDBError:
+    """The one FENCED error: another writer wrote ``what`` (a WAL record or manifest version this
+    node meant to write), so it owns the collection now."""
+    return TierDBError(
+        ErrorKind.FENCED,
+        f"collection {collection!r}: {what} was written by another writer; this node stops writing the collection",
+        collection=collection,
+        **context,
+    )
+
+
+def still_fenced(collection: str, reason: str) -> TierDBError:
+    """A write refused because the collection was fenced earlier (``reason``: that error's message)."""
+    return TierDBError(ErrorKind.FENCED, f"collection {collection!r} is fenced: {reason}", collection=collection)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tierdb import keys
-from tierdb.engine import collection as collection_module
+from tierdb.engine import writes as writes_module
 from tierdb.errors import TierDBError
 from tierdb.storage.local import LocalStore
 from tierdb.storage.memory import MemoryStore
@@ -130,7 +130,7 @@ async def test_hostile_collection_names_in_urls_are_404_and_touch_nothing(
 async def test_hostile_ids_are_opaque_and_stay_inside_segments(
     open_client, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(collection_module, "check_new_ids", lambda ids: None)  # data from before the rule
+    monkeypatch.setattr(writes_module, "check_new_ids", lambda ids: None)  # data from before the rule
     documents = [
         {"id": doc_id, "vector": unit(i), "metadata": {"i": i}} for i, doc_id in enumerate(HOSTILE_IDS)
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from .. import keys
-from ..errors import ErrorKind, TierDBError, corrupt
+from ..errors import ErrorKind, TierDBError, corrupt, fenced
 from ..models import Manifest
 from ..storage.base import BlobStore
 
@@ -49,11 +49,5 @@ async def publish(store: BlobStore, manifest: Manifest) -> None:
         await store.put(key, encode(manifest), if_absent=True)
     except TierDBError as exc:
         if exc.kind is ErrorKind.PRECONDITION:
-            raise TierDBError(
-                ErrorKind.FENCED,
-                f"collection {manifest.spec.name!r}: manifest version {manifest.version} was written by "
-                "another writer; this node stops writing the collection",
-                collection=manifest.spec.name,
-                version=manifest.version,
-            ) from exc
+            raise fenced(manifest.spec.name, f"manifest version {manifest.version}", version=manifest.version) from exc
         raise

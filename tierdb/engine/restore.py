@@ -23,7 +23,7 @@ from ..storage.base import BlobStore
 from ..storage.local import LocalStore
 from . import localdirs, manifest as manifests
 from .upload_state import UploadState, save_state
-from .wal import decode_records
+from .wal import decode_records, object_seqs, tail as wal_tail_scan
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,11 @@ async def remote_collection_names(remote: BlobStore) -> list[str]:
 
 async def wal_tail(remote: BlobStore, name: str, after_seq: int) -> list[tuple[int, bytes]]:
     """The WAL objects holding records after ``after_seq``, contiguous, as (first_seq, bytes)."""
-    infos = await remote.list(keys.wal_prefix(name))
-    firsts = sorted(keys.parse_number(i.key) for i in infos if i.key.endswith(".wal"))
     tail: list[tuple[int, bytes]] = []
-    expected = after_seq + 1
-    for i, first in enumerate(firsts):
-        if i + 1 < len(firsts) and firsts[i + 1] - 1 <= after_seq:
-            continue
-        if first > expected:
-            log.warning("WAL objects after a gap ignored", extra={"collection": name, "expected": expected, "found": first})
+    chain = wal_tail_scan.SeqChain(after_seq)
+    for first in wal_tail_scan.after(await object_seqs(remote, name), after_seq):
+        if chain.starts_after_gap(first):
+            log.warning("WAL objects after a gap ignored", extra={"collection": name, "expected": chain.next_needed, "found": first})
             break
         key = keys.wal_key(name, first)
         data = await remote.get(key)
@@ -55,7 +51,7 @@ async def wal_tail(remote: BlobStore, name: str, after_seq: int) -> list[tuple[i
         if end != len(data) or not records or records[0].seq != first:
             raise corrupt(f"WAL object {key} in S3 is damaged", key=key)
         tail.append((first, data))
-        expected = max(expected, records[-1].seq + 1)
+        chain.reach(records[-1].seq)
     return tail
 
 
@@ -137,8 +133,7 @@ async def restore_collection(remote: BlobStore, data_dir: str, name: str) -> Man
 
 async def last_wal_seq(remote: BlobStore, name: str) -> int:
     """The highest WAL record sequence number in the collection's S3 WAL objects (0 if none)."""
-    infos = await remote.list(keys.wal_prefix(name))
-    firsts = sorted(seq for seq in (keys.parse_wal_key(i.key) for i in infos) if seq is not None)
+    firsts = await object_seqs(remote, name)
     if not firsts:
         return 0
     key = keys.wal_key(name, firsts[-1])

@@ -15,6 +15,7 @@ from typing import Callable
 
 from .. import keys
 from ..engine import manifest as manifests
+from ..engine.wal import object_seqs, tail as wal_tail
 from ..models import Manifest
 from ..storage.base import BlobStore
 
@@ -64,11 +65,8 @@ class RemoteGc:
         for info in await self.remote.list(keys.segment_prefix(self.name)):
             if keys.segment_id_of(info.key) not in referenced:
                 unneeded.add(info.key)
-        wal_objects = await self.remote.list(keys.wal_prefix(self.name))
-        firsts = sorted(seq for seq in (keys.parse_wal_key(i.key) for i in wal_objects) if seq is not None)
-        for first, nxt in zip(firsts, firsts[1:]):
-            if nxt - 1 <= oldest_wal_seq:
-                unneeded.add(keys.wal_key(self.name, first))
+        for first in wal_tail.covered(await object_seqs(self.remote, self.name), oldest_wal_seq):
+            unneeded.add(keys.wal_key(self.name, first))
         return unneeded
 
     async def _manifest(self, version: int) -> Manifest:

@@ -45,7 +45,7 @@ from ..config import RetrySettings, UploaderSettings
 from ..engine import manifest as manifests
 from ..engine.upload_state import UploadState, load_state, save_state
 from ..engine.wal import LocalWal
-from ..errors import ErrorKind, TierDBError
+from ..errors import ErrorKind, TierDBError, fenced
 from ..models import CollectionSpec, CollectionStats, Manifest
 from ..storage.base import BlobStore
 from ..storage.retry import backoff_delay, is_retryable
@@ -202,12 +202,7 @@ class Uploader:
                 if exc.kind is not ErrorKind.PRECONDITION:
                     raise
                 if not await self._written_by_this_node(key):
-                    raise TierDBError(
-                        ErrorKind.FENCED,
-                        f"collection {self.coll.name!r}: S3 manifest version {remote.version} was written by "
-                        "another writer; this node stops writing the collection",
-                        collection=self.coll.name,
-                    ) from exc
+                    raise fenced(self.coll.name, f"S3 manifest version {remote.version}") from exc
                 # Our own earlier upload whose state save was lost (crash, lost response): adopt it.
                 self.state.s3_version = remote.version
         self.state.s3_version = remote.version
@@ -239,12 +234,7 @@ class Uploader:
         restores would replay.  One HEAD, only when there is WAL to ship."""
         key = keys.manifest_key(self.coll.name, self.state.s3_version + 1)
         if await self.remote.head(key) is not None and not await self._written_by_this_node(key):
-            raise TierDBError(
-                ErrorKind.FENCED,
-                f"collection {self.coll.name!r}: S3 manifest version {self.state.s3_version + 1} was written by "
-                "another writer; this node stops writing the collection",
-                collection=self.coll.name,
-            )
+            raise fenced(self.coll.name, f"S3 manifest version {self.state.s3_version + 1}")
 
     async def _written_by_this_node(self, key: str) -> bool:
         existing = manifests.decode(await self.remote.get(key), source=key)

@@ -1,108 +1,24 @@
-"""Write-ahead log: framed, checksummed records in numbered local files.
+"""The local WAL (``memory``, ``memory_s3``): numbered files in one directory.
 
-Frame: ``[u32 length][u32 crc32(payload)][payload]`` little-endian; the payload is msgpack.
-One record holds one whole batch (upsert or delete), so a batch is applied entirely or not at
-all after a crash.  Files are named by the sequence number of their first record; the active
-file is appended to and fsynced once per group commit; ``rotate`` seals it.
-
-Recovery cuts a torn or corrupt *tail* of the last file.  A bad frame followed by a valid one,
-a bad frame in a sealed file, or a gap in sequence numbers is corruption: ``scan`` raises.
+Files are named by the sequence number of their first record; the active file is appended to
+and fsynced once per group commit; ``rotate`` seals it.  Recovery cuts a torn or corrupt *tail*
+of the last file.  A bad frame followed by a valid one, a bad frame in a sealed file, or a gap
+in sequence numbers is corruption: ``scan`` raises.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import struct
-import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-import msgspec
-
-from ..errors import ErrorKind, TierDBError, corrupt
+from ...errors import ErrorKind, TierDBError, corrupt
+from . import tail
+from .format import WAL_SUFFIX, WalRecord, decode_records, wal_file_name
 
 log = logging.getLogger(__name__)
-
-_HEADER = struct.Struct("<II")
-MAX_RECORD_BYTES = 1 << 30
-_SUFFIX = ".wal"
-
-
-class WalRecord(msgspec.Struct, array_like=True):
-    """One acknowledged batch. ``vectors`` is the raw float32 bytes of all rows."""
-
-    seq: int
-    op: str                                 # "upsert" | "delete"
-    ids: list[str]
-    vectors: bytes = b""
-    metadata: list[dict | None] = []
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(WalRecord)
-_RECORD_MARKER = b"\x95"  # msgpack fixarray of WalRecord's 5 fields
-
-
-def frame(record: WalRecord) -> bytes:
-    payload = _encoder.encode(record)
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def _read_frame(buf: memoryview, offset: int) -> tuple[WalRecord, int] | None:
-    """The record at offset and the next offset, or None if the frame is torn or corrupt."""
-    if offset + _HEADER.size > len(buf):
-        return None
-    length, crc = _HEADER.unpack_from(buf, offset)
-    start = offset + _HEADER.size
-    if length > MAX_RECORD_BYTES or start + length > len(buf):
-        return None
-    payload = buf[start : start + length]
-    if zlib.crc32(payload) != crc:
-        return None
-    try:
-        return _decoder.decode(payload), start + length
-    except msgspec.DecodeError:
-        return None
-
-
-def decode_records(data: bytes, *, source: str) -> tuple[list[WalRecord], int]:
-    """Every valid record in data and the offset where valid data ends.
-
-    Raises CORRUPT when a bad frame is followed by a valid one (damage in the middle).
-    """
-    buf = memoryview(data)
-    records: list[WalRecord] = []
-    offset = 0
-    while offset < len(buf):
-        got = _read_frame(buf, offset)
-        if got is None:
-            _refuse_if_valid_frame_follows(buf, offset, source)
-            break
-        record, offset = got
-        records.append(record)
-    return records, offset
-
-
-def _refuse_if_valid_frame_follows(buf: memoryview, bad_offset: int, source: str) -> None:
-    # A record payload is a 5-element msgpack array (0x95); probing only where that byte sits
-    # keeps the scan of a long torn tail fast.
-    data = bytes(buf)
-    probe = data.find(_RECORD_MARKER, bad_offset + 1 + _HEADER.size)
-    while probe != -1:
-        got = _read_frame(buf, probe - _HEADER.size)
-        if got is not None:
-            raise corrupt(
-                f"WAL {source}: corrupt record at byte {bad_offset} followed by a valid record "
-                f"at byte {probe - _HEADER.size}; refusing to skip it",
-                path=source,
-                offset=bad_offset,
-            )
-        probe = data.find(_RECORD_MARKER, probe + 1)
-
-
-def wal_file_name(first_seq: int) -> str:
-    return f"{first_seq:020d}{_SUFFIX}"
 
 
 @dataclass
@@ -136,13 +52,13 @@ class LocalWal:
 
     # -- recovery ---------------------------------------------------------------------------
     def files(self) -> list[WalFile]:
-        names = sorted(n for n in os.listdir(self.directory) if n.endswith(_SUFFIX))
-        return [WalFile(os.path.join(self.directory, n), int(n[: -len(_SUFFIX)])) for n in names]
+        names = sorted(n for n in os.listdir(self.directory) if n.endswith(WAL_SUFFIX))
+        return [WalFile(os.path.join(self.directory, n), int(n[: -len(WAL_SUFFIX)])) for n in names]
 
     def scan(self, after_seq: int) -> Iterator[WalRecord]:
         """Records with seq > after_seq, in order, cutting a torn tail of the last file."""
         files = self.files()
-        expected: int | None = None
+        chain = tail.SeqChain(after_seq)
         for i, wal_file in enumerate(files):
             with open(wal_file.path, "rb") as f:
                 data = f.read()
@@ -171,12 +87,7 @@ class LocalWal:
                     path=wal_file.path,
                 )
             for record in records:
-                if expected is not None and record.seq != expected:
-                    raise corrupt(
-                        f"WAL {wal_file.path}: sequence gap, expected {expected} got {record.seq}",
-                        path=wal_file.path,
-                    )
-                expected = record.seq + 1
+                chain.follow(record.seq, f"WAL {wal_file.path}", path=wal_file.path)
                 if record.seq > after_seq:
                     yield record
 
@@ -262,10 +173,11 @@ class LocalWal:
     def sealed_files(self) -> list[tuple[WalFile, int]]:
         """Sealed files with the seq of their last record."""
         files = self.files()
+        by_first = {f.first_seq: f for f in files}
         return [
-            (wal_file, nxt.first_seq - 1)
-            for wal_file, nxt in zip(files, files[1:])
-            if self._active is None or wal_file.path != self._active.path
+            (by_first[first], last)
+            for first, last in tail.spans(list(by_first))
+            if last is not None and (self._active is None or by_first[first].path != self._active.path)
         ]
 
     def active_size(self) -> int:
@@ -273,11 +185,11 @@ class LocalWal:
 
     def remove_covered(self, covered_seq: int, *, keep_from_seq: int | None = None) -> int:
         """Delete sealed files whose records all have seq <= covered_seq (and < keep_from_seq)."""
-        files = self.files()
+        files = {f.first_seq: f for f in self.files()}
         removed = 0
-        for wal_file, nxt in zip(files, files[1:]):
-            last_seq = nxt.first_seq - 1
-            if last_seq > covered_seq or (keep_from_seq is not None and last_seq >= keep_from_seq):
+        for first, last_seq in tail.spans(list(files)):
+            wal_file = files[first]
+            if last_seq is None or last_seq > covered_seq or (keep_from_seq is not None and last_seq >= keep_from_seq):
                 break
             if self._active is not None and wal_file.path == self._active.path:
                 break
@@ -304,8 +216,6 @@ def _fsync_dir(path: str) -> None:
 
 
 def _storage_error(exc: OSError, path: str) -> TierDBError:
-    import errno
-
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
         return TierDBError(
             ErrorKind.INSUFFICIENT_STORAGE,
@@ -314,68 +224,3 @@ def _storage_error(exc: OSError, path: str) -> TierDBError:
             errno=exc.errno,
         )
     return TierDBError(ErrorKind.UNAVAILABLE, f"WAL write failed at {path}: {exc}", path=path, errno=exc.errno)
-
-
-class S3Wal:
-    """``s3_only``: every commit batch is one object ``wal/{first_seq}.wal``, written with
-    put-if-absent (so a second writer of the collection is fenced at its first write).
-
-    Called from the group committer's worker thread; the store is async, so calls are handed to
-    the event loop and waited for.
-    """
-
-    def __init__(self, store, name: str, loop, *, timeout_secs: float = 600.0) -> None:
-        from .. import keys
-
-        self._keys = keys
-        self.store = store
-        self.name = name
-        self.loop = loop
-        self.timeout = timeout_secs
-        self.bytes_total = 0
-
-    def _run(self, coro):
-        import asyncio
-
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.timeout)
-
-    def object_seqs(self) -> list[int]:
-        infos = self._run(self.store.list(self._keys.wal_prefix(self.name)))
-        return sorted(self._keys.parse_number(i.key) for i in infos if i.key.endswith(_SUFFIX))
-
-    def scan(self, after_seq: int) -> Iterator[WalRecord]:
-        firsts = self.object_seqs()
-        expected: int | None = None
-        for i, first in enumerate(firsts):
-            if i + 1 < len(firsts) and firsts[i + 1] - 1 <= after_seq:
-                continue  # wholly covered by the manifest
-            key = self._keys.wal_key(self.name, first)
-            data = self._run(self.store.get(key))
-            records, valid_end = decode_records(data, source=key)
-            if valid_end != len(data) or not records or records[0].seq != first:
-                raise corrupt(f"WAL object {key} is damaged (objects are written whole)", key=key)
-            for record in records:
-                if expected is not None and record.seq != expected:
-                    raise corrupt(f"WAL object {key}: sequence gap, expected {expected} got {record.seq}", key=key)
-                expected = record.seq + 1
-                if record.seq > after_seq:
-                    yield record
-            if expected is not None and expected - 1 > after_seq:
-                self.bytes_total += len(data)
-
-    def open_for_append(self, next_seq: int) -> None:
-        return None
-
-    def append(self, frames: list[bytes], first_seq: int = 0) -> None:
-        data = b"".join(frames)
-        self._run(self.store.put(self._keys.wal_key(self.name, first_seq), data, if_absent=True))
-        self.bytes_total += len(data)
-
-    def rotate(self, next_seq: int) -> None:
-        self.bytes_total = 0  # the frozen records are about to be covered by a manifest
-
-    def remove_covered(self, covered_seq: int, *, keep_from_seq: int | None = None) -> int:
-        return 0  # objects in S3 are deleted by the GC worker after the grace period
-
-    def close(self) -> None:
-        return None

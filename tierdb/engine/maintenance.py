@@ -1,0 +1,269 @@
+"""Maintenance of a collection: flush the memtable to a segment, merge segments, publish the new
+manifest, install the result, and delete local files no manifest needs.
+
+Flush and merge build segments without any lock, publish the new manifest, then swap the
+in-memory state under the write lock (the only pause a reader or writer can see).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from .. import keys, metrics
+from ..errors import TierDBError, unavailable
+from ..models import CompactResult, Manifest, SegmentRef
+from . import compaction
+from . import manifest as manifests
+from . import segment as segments
+from .collection_state import CollectionState
+from .memtable import Memtable
+from .rows import RowSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Built:
+    segment: segments.Segment
+    ref: SegmentRef
+    source_rows: list[tuple[RowSource, int]]   # for each new row: where it came from
+    data: bytes                                # the encoded segment object
+
+
+class MaintenanceMixin(CollectionState):
+    def _flush_if_due(self) -> None:
+        if self._maintenance.locked() or self.flush_reason() is None:
+            return
+        self._spawn(self.flush())
+
+    def flush_reason(self) -> str | None:
+        mem = self.memtable
+        return compaction.should_flush(
+            compaction.MemtableState(mem.ops, mem.approx_bytes, time.monotonic() - mem.created_monotonic),
+            self.settings.compaction,
+        )
+
+    async def maybe_compact(self) -> None:
+        """The scheduler's periodic check: flush when due, then merge if the policy says so."""
+        if self.state != "ready" or self._maintenance.locked() or self.stopping:
+            return  # a flush or merge is already running; the next tick looks again
+        try:
+            if self.flush_reason() is not None:
+                await self.flush()
+            await self.merge(full=False)
+        except TierDBError:
+            if self.stopping:
+                return  # abandoned for shutdown (logged at INFO); the WAL holds the rows
+            raise
+
+    async def compact(self, full: bool = False) -> CompactResult:
+        """Flush the memtable and merge segments (all of them when full)."""
+        self._check_writable()
+        started = time.perf_counter()
+        flushed = await self.flush(force=True)
+        merged = await self.merge(full=full)
+        return CompactResult(
+            flushed_rows=flushed,
+            merged_segments=merged,
+            segments=len(self.segments),
+            manifest_version=self.manifest.version if self.manifest else 0,
+            duration_secs=round(time.perf_counter() - started, 3),
+        )
+
+    async def flush(self, force: bool = False) -> int:
+        """Turn the memtable into a segment. Returns the number of rows written."""
+        async with self._maintenance:
+            if self.state != "ready" or (not force and self.flush_reason() is None) or self.memtable.ops == 0:
+                return 0
+            try:
+                return await self._flush_locked()
+            except TierDBError as exc:
+                self.note_failure(exc, "flush")
+                raise
+
+    async def _flush_locked(self) -> int:
+        frozen, frozen_seq = await asyncio.to_thread(self._freeze)
+        built = await asyncio.to_thread(self._build_from_memtables, frozen, frozen_seq)
+        new_refs = [built.ref] if built else []
+        await self._publish(wal_seq=frozen_seq, replace=set(), add=new_refs, built=built)
+        await asyncio.to_thread(self._install, built, frozen, set())
+        self._after_publish()
+        metrics.COMPACTIONS.labels(collection=self.name, kind="flush").inc()
+        log.info("memtable flushed", extra={"collection": self.name, "rows": built.ref.rows if built else 0,
+                                             "wal_seq": frozen_seq})
+        return built.ref.rows if built else 0
+
+    def _freeze(self) -> tuple[list[Memtable], int]:
+        """Seal the WAL and set the memtable aside. Earlier frozen memtables whose flush failed
+        are flushed again together with it."""
+        with self._commit_lock:
+            frozen_seq = self._next_seq - 1
+            self.wal.rotate(self._next_seq)
+            with self._rw.write():
+                if self.memtable.ops:
+                    self.frozen.append(self.memtable)
+                    self.memtable = Memtable(self.spec.metric, self.spec.dimension)
+                return list(self.frozen), frozen_seq
+
+    def _build_from_memtables(self, frozen: list[Memtable], frozen_seq: int) -> _Built | None:
+        with self._rw.read():
+            source_rows = [
+                (mem, int(row)) for mem in frozen for row in mem.live_rows(dead_after_seq=frozen_seq)
+            ]
+        return self._build(source_rows) if source_rows else None
+
+    def _build(self, source_rows: list[tuple[RowSource, int]]) -> _Built:
+        ids = [src.ids[row] for src, row in source_rows]
+        raw = np.stack([src.raw_vectors()[row] for src, row in source_rows]).astype(np.float32, copy=False)
+        metadata = [src.metadata[row] for src, row in source_rows]
+        index = None
+        if len(ids) >= self.settings.index.threshold:
+            try:
+                index = segments.build_index(raw, self.spec.metric, self.hnsw, self.settings.index.build_threads,
+                                             should_stop=lambda: self._stopping)
+            except segments.BuildAbandoned as exc:
+                raise unavailable(
+                    f"collection {self.name!r} is closing: index build of {len(ids)} rows abandoned ({exc}); "
+                    "the rows stay in the WAL and the next start replays them",
+                    collection=self.name,
+                ) from None
+        data = segments.encode(raw, ids, metadata, self.spec.metric, self.hnsw, index)
+        seg_id = uuid.uuid4().hex
+        seg = segments.Segment(seg_id, self.spec.metric, ids, raw, metadata, index, self.hnsw.ef_search)
+        ref = SegmentRef(id=seg_id, rows=len(ids), size=len(data), sha256=hashlib.sha256(data).hexdigest(), indexed=index is not None)
+        return _Built(seg, ref, source_rows, data)
+
+    async def _publish(self, *, wal_seq: int, replace: set[str], add: list[SegmentRef], built: _Built | None) -> None:
+        assert self.manifest is not None
+        if built is not None:
+            await self.store.put(keys.segment_key(self.name, built.ref.id), built.data)
+        refs = await asyncio.to_thread(self._refs_as_of, wal_seq, replace)
+        new = Manifest(
+            version=self.manifest.version + 1,
+            spec=self.spec,
+            segments=refs + add,
+            wal_seq=wal_seq,
+            created_at=time.time(),
+            writer_id=self.writer_id,
+        )
+        await manifests.publish(self.store, new)
+        self.manifest = new
+
+    def _refs_as_of(self, wal_seq: int, replace: set[str]) -> list[SegmentRef]:
+        assert self.manifest is not None
+        by_id = {seg.id: seg for seg in self.segments}
+        with self._rw.read():
+            return [
+                msgspec.structs.replace(ref, dead=by_id[ref.id].deaths_up_to(wal_seq))
+                for ref in self.manifest.segments
+                if ref.id not in replace
+            ]
+
+    def _install(self, built: _Built | None, frozen: list[Memtable], replaced: set[str]) -> None:
+        """Swap the new segment in for its sources (the only step readers wait for)."""
+        gone = [s for s in self.segments if s.id in replaced]
+        with self._rw.write():
+            if built is not None:
+                seg = built.segment
+                for new_row, (src, old_row) in enumerate(built.source_rows):
+                    died = src.death_seq.get(old_row)
+                    if died is not None:
+                        seg.kill(new_row, died)
+                    else:
+                        self._where[seg.ids[new_row]] = (seg, new_row)
+                self.segments = [s for s in self.segments if s.id not in replaced] + [seg]
+                self._make_evictable(seg)
+            else:
+                self.segments = [s for s in self.segments if s.id not in replaced]
+            for old in gone:
+                self._ram_cache.forget(old)
+            self.frozen = [mem for mem in self.frozen if mem not in frozen]
+
+    def _after_publish(self) -> None:
+        assert self.manifest is not None
+        self.last_compaction_ts = time.time()
+        self._spawn(self._delete_unreferenced())
+
+    def _spawn(self, coro: Any) -> None:
+        """Run maintenance in the background; close() waits for it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here, so asyncio never logs "exception never retrieved"
+        if isinstance(exc, TierDBError):
+            return  # flush and merge log their own failures (note_failure)
+        if exc is not None:
+            log.error("background maintenance crashed", exc_info=exc, extra={"collection": self.name})
+
+    async def _delete_unreferenced(self) -> None:
+        """Local files no longer needed once the manifest is published: covered WAL, old
+        manifests, segments the latest manifest does not reference."""
+        if not self.policy.local_cleanup:
+            return  # objects in S3 are removed by the GC worker after its grace period
+        async with self._maintenance:  # no segment is being written while we look for orphans
+            await self._delete_unreferenced_locked()
+
+    async def _delete_unreferenced_locked(self) -> None:
+        assert self.manifest is not None
+        current = self.manifest
+        await asyncio.to_thread(self.wal.remove_covered, self.wal_floor())
+        live = {ref.id for ref in current.segments}
+        for info in await self.store.list(keys.segment_prefix(self.name)):
+            seg_id = keys.segment_id_of(info.key)
+            if seg_id not in live:
+                await self.store.delete(info.key)
+        for version in await manifests.versions(self.store, self.name):
+            if version < current.version:
+                await self.store.delete(keys.manifest_key(self.name, version))
+
+    async def merge(self, full: bool = False) -> int:
+        """Merge segments chosen by the size-tiered policy (all when full). Returns how many."""
+        async with self._maintenance:
+            if self.state != "ready":
+                return 0
+            states = [compaction.SegmentState(s.id, s.size(), s.live_count()) for s in self.segments]
+            chosen = set(compaction.plan_merge(states, self.settings.compaction, full=full))
+            if not chosen:
+                return 0
+            try:
+                await self._merge_locked(chosen)
+            except TierDBError as exc:
+                self.note_failure(exc, "merge")
+                raise
+            return len(chosen)
+
+    async def _merge_locked(self, chosen: set[str]) -> None:
+        assert self.manifest is not None
+        wal_seq = self.manifest.wal_seq
+        built = await asyncio.to_thread(self._build_from_segments, chosen, wal_seq)
+        await self._publish(wal_seq=wal_seq, replace=chosen, add=[built.ref] if built else [], built=built)
+        await asyncio.to_thread(self._install, built, [], chosen)
+        self._after_publish()
+        metrics.COMPACTIONS.labels(collection=self.name, kind="merge").inc()
+        log.info("segments merged", extra={"collection": self.name, "merged": len(chosen),
+                                            "rows": built.ref.rows if built else 0})
+
+    def _build_from_segments(self, chosen: set[str], wal_seq: int) -> _Built | None:
+        source_rows: list[tuple[RowSource, int]] = []
+        with self._rw.read():
+            for seg in self.segments:
+                if seg.id in chosen:
+                    purged = {r for r, s in seg.death_seq.items() if s <= wal_seq}
+                    source_rows.extend((seg, r) for r in range(seg.size()) if r not in purged)
+        if not source_rows:
+            return None
+        return self._build(source_rows)
