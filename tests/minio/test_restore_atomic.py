@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tierdb import keys, tools
+from tierdb import keys
+from tierdb.cli import restore_verify as tools
 from tierdb.api.app import create_app
 from tierdb.engine import manifest as manifests
 from tierdb.node import Engine
