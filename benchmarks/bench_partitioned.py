@@ -27,8 +27,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import DATASET_DIR, machine, markdown_table, recall_at_k, save_results  # noqa: E402
-from tierdb.engine import partitioned as pt  # noqa: E402
+from benchmarks.common import (
+    DATASET_DIR,
+    machine,
+    markdown_table,
+    recall_at_k,
+    save_results,
+)
+from tierdb.engine import partitioned as pt
 
 NPROBES = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128]
 COLD_QUERIES = 30  # cold runs verify every probed byte: a few queries give the mean
@@ -95,7 +101,8 @@ def run(name: str, base_path: Path, queries: np.ndarray, gt: np.ndarray, n_queri
                 "warm_ms_per_query": round(1000 * float(np.mean(warm_lat)), 3),
             })
             print(f"[{name}] {rows_out[-1]}", flush=True)
-        del decoded, view
+        decoded.clear()
+        view.release()
         mapped.close()
     sizes = np.diff(seg.starts)
     return {
@@ -150,7 +157,7 @@ def main() -> None:
             ["nprobe", "recall@10", "bytes/query", "cold ms/query", "warm ms/query"],
             [[s["nprobe"], s["recall_at_10"], f"{s['bytes_per_query']:,}", s["cold_ms_per_query"], s["warm_ms_per_query"]] for s in r["sweep"]],
         ) + "\n"
-    table += f"{results['queries'] if 'queries' in results else args.queries} queries, one at a time; recall and warm from all queries, cold from the first {COLD_QUERIES}; cold = fetch + sha256 + scan from a page-cached file, warm = scan of decoded partitions. Machine: {results['machine']}\n"
+    table += f"{args.queries} queries, one at a time; recall and warm from all queries, cold from the first {COLD_QUERIES}; cold = fetch + sha256 + scan from a page-cached file, warm = scan of decoded partitions. Machine: {results['machine']}\n"
     print(table)
     save_results("partitioned", results, table)
 

@@ -54,7 +54,7 @@ def test_probing_every_partition_equals_brute_force(metric: str) -> None:
     assert seg.nlist > 10
     queries = clustered(25, matrix.shape[1], seed=7)
     rows, dist = seg.search(queries, 10, seg.nlist, store.fetch)
-    expected_rows, expected_dist = vec.top_k(vec.distances(queries, matrix, vec.norms(matrix), metric), 10)
+    _, expected_dist = vec.top_k(vec.distances(queries, matrix, vec.norms(matrix), metric), 10)
     np.testing.assert_allclose(dist, expected_dist, rtol=1e-4, atol=1e-4)
     found = as_input_rows(seg, store, rows)
     for q in range(len(queries)):
@@ -99,7 +99,7 @@ def test_locate_by_id_and_a_forced_hash_collision(monkeypatch: pytest.MonkeyPatc
     real = pt.hash_ids
     # Every id hashes into one of three values: each lookup has ~1000 colliding candidates.
     monkeypatch.setattr(pt, "hash_ids", lambda ids: real(str(int(i.split("-")[1]) % 3) for i in ids))
-    _, ids, store, seg = built()
+    _, _, store, seg = built()
     load = seg.loader(store.fetch)
     wanted = ["doc-0", "doc-1", "doc-1234", "doc-2999", "doc-3000", "nope-3"]
     rows = seg.locate(wanted, load)

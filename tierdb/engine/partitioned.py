@@ -31,8 +31,9 @@ import os
 import struct
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Callable, Iterable, Iterator, Sequence
+from typing import IO
 
 import hnswlib
 import msgspec
@@ -83,6 +84,9 @@ class PartitionSettings(msgspec.Struct, frozen=True):
     seed: int = 0
 
 
+DEFAULT_SETTINGS = PartitionSettings()
+
+
 class PartitionedHeader(msgspec.Struct):
     format: int
     dimension: int
@@ -127,7 +131,7 @@ def build_bytes(
     vectors: np.ndarray | Iterable[np.ndarray],
     metadata: Sequence[dict | None] | None,
     metric: str,
-    settings: PartitionSettings = PartitionSettings(),
+    settings: PartitionSettings = DEFAULT_SETTINGS,
 ) -> bytes:
     """``build`` into memory (small segments and tests)."""
     import io
@@ -143,7 +147,7 @@ def build(
     vectors: np.ndarray | Iterable[np.ndarray],
     metadata: Sequence[dict | None] | None,
     metric: str,
-    settings: PartitionSettings = PartitionSettings(),
+    settings: PartitionSettings = DEFAULT_SETTINGS,
     *,
     spill_dir: str | None = None,
 ) -> BuildStats:
@@ -166,7 +170,8 @@ def build(
 
 class _Spill:
     def __init__(self, vectors: Iterable[np.ndarray], spill_dir: str | None) -> None:
-        self.file = tempfile.NamedTemporaryFile(prefix="tierdb-ivf-", suffix=".f32", dir=spill_dir, delete=False)
+        # Closed and unlinked by close(), which _random_access calls on exit.
+        self.file = tempfile.NamedTemporaryFile(prefix="tierdb-ivf-", suffix=".f32", dir=spill_dir, delete=False)  # noqa: SIM115
         self.path = self.file.name
         rows, dim = 0, None
         try:
@@ -323,7 +328,7 @@ def _build(
     return BuildStats(n, nlist, PREFIX_BYTES + header_len, offset, largest, chunk)
 
 
-def _write_msgpack_list(out: IO[bytes], digest: "hashlib._Hash", items: Iterator, count: int) -> int:
+def _write_msgpack_list(out: IO[bytes], digest: hashlib._Hash, items: Iterator, count: int) -> int:
     """Write a msgpack array of ``count`` items, one item encoded at a time; returns its length."""
     head = b"\xdd" + struct.pack(">I", count)  # array32: valid for any count
     out.write(head)
@@ -348,7 +353,7 @@ def header_length(prefix: bytes | memoryview, segment_id: str = "?") -> int:
     return PREFIX_BYTES + length
 
 
-def open_segment(fetch: Fetch, segment_id: str, *, prefix_bytes: int = HEADER_PREFIX_BYTES) -> "PartitionedSegment":
+def open_segment(fetch: Fetch, segment_id: str, *, prefix_bytes: int = HEADER_PREFIX_BYTES) -> PartitionedSegment:
     """Open by header only: one range read of ``prefix_bytes``, plus one for the rest of a
     bigger header.  Never reads a partition."""
     (prefix,) = fetch([(0, prefix_bytes)])
@@ -361,7 +366,7 @@ def open_segment(fetch: Fetch, segment_id: str, *, prefix_bytes: int = HEADER_PR
     return open_header(prefix, segment_id)
 
 
-def open_header(data: bytes | memoryview, segment_id: str = "?", *, routing_index_min: int = ROUTING_INDEX_MIN_PARTITIONS) -> "PartitionedSegment":
+def open_header(data: bytes | memoryview, segment_id: str = "?", *, routing_index_min: int = ROUTING_INDEX_MIN_PARTITIONS) -> PartitionedSegment:
     """A PartitionedSegment from bytes holding at least the prefix and the whole header."""
     need = header_length(data, segment_id)
     if len(data) < need:
@@ -384,7 +389,7 @@ class Partition:
     """One decoded partition: its vectors (read-only view of the fetched bytes) and norms; ids
     and metadata are decoded on first use."""
 
-    __slots__ = ("number", "start", "vectors", "norms", "_ids", "_meta", "_ids_bytes", "_meta_bytes")
+    __slots__ = ("_ids", "_ids_bytes", "_meta", "_meta_bytes", "norms", "number", "start", "vectors")
 
     def __init__(self, number: int, start: int, vectors: np.ndarray, ids_bytes: memoryview, meta_bytes: memoryview) -> None:
         self.number, self.start, self.vectors = number, start, vectors
