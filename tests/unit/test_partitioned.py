@@ -87,7 +87,7 @@ def test_recall_on_the_shared_dataset_at_the_default_nprobe() -> None:
     settings = pt.PartitionSettings(rows_per_partition=75)
     store = Store(pt.build_bytes([str(i) for i in range(len(base))], base, None, "cosine", settings))
     seg = pt.open_segment(store.fetch, "docstrings")
-    assert seg.nlist >= 4 * pt.DEFAULT_NPROBE
+    assert seg.nlist >= 2 * pt.DEFAULT_NPROBE
     rows, _ = seg.search(queries, 10, pt.DEFAULT_NPROBE, store.fetch)
     load = seg.loader(store.fetch)
     found = [{int(i) for i in seg.documents(r, load)[0]} for r in rows]
