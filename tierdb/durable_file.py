@@ -4,7 +4,8 @@
 target and fsyncs the directory, so after a crash the file holds either the old or the new
 bytes, and the new name survives a power loss.  ``fsync=False`` (``storage.fsync = false``)
 skips both fsyncs, like the WAL does.  Blocking: call it through ``asyncio.to_thread`` from
-async code.
+async code.  ``fsync_dir`` (make a rename or a new file in a directory durable) is the one
+copy the WAL, the local store and the atomic collection directories use.
 """
 
 from __future__ import annotations

@@ -19,17 +19,10 @@ import uuid
 
 from .. import keys
 from ..crashpoints import crash_point
+from ..durable_file import fsync_dir
+from ..keys import DROPPED_PREFIX, collection_dir, collections_dir
 
-DROPPED_PREFIX = ".dropped-"
 RESTORE_PREFIX = ".restore-"
-
-
-def collections_dir(data_dir: str) -> str:
-    return os.path.join(data_dir, "collections")
-
-
-def collection_dir(data_dir: str, name: str) -> str:
-    return os.path.join(data_dir, *keys.collection_prefix(name).strip("/").split("/"))
 
 
 def has_manifest(data_dir: str, name: str) -> bool:
@@ -60,7 +53,7 @@ def retire(data_dir: str, name: str) -> None:
     if not os.path.exists(path):
         return
     parent = collections_dir(data_dir)
-    tomb = os.path.join(parent, f"{DROPPED_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+    tomb = os.path.join(parent, keys.dropped_dir_name(name, uuid.uuid4().hex[:8]))
     os.rename(path, tomb)
     fsync_dir(parent)
     shutil.rmtree(tomb, ignore_errors=True)
@@ -93,10 +86,3 @@ def publish_staged(data_dir: str, staging: str, name: str) -> None:
     fsync_dir(collections_dir(data_dir))
     shutil.rmtree(staging, ignore_errors=True)
 
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from typing import TypeVar
 
+from tierdb.durable_file import fsync_dir
 from tierdb.errors import ErrorKind, TierDBError, invalid, not_found
 from tierdb.storage.base import ObjectInfo
 
@@ -239,7 +240,7 @@ class LocalStore:
             except FileNotFoundError:
                 pass  # os.replace consumed it
         if self._fsync:
-            _fsync_dir(directory)
+            fsync_dir(directory)
 
     def _makedirs(self, directory: str, key: str) -> None:
         """Create missing parents, fsyncing each parent so new entries are durable.
@@ -266,7 +267,7 @@ class LocalStore:
                 if not os.path.isdir(d):
                     raise _dir_conflict(key) from None
             if self._fsync:
-                _fsync_dir(os.path.dirname(d))
+                fsync_dir(os.path.dirname(d))
 
     def _unlink(self, path: str) -> None:
         try:
@@ -274,7 +275,7 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         if self._fsync:
-            _fsync_dir(os.path.dirname(path))
+            fsync_dir(os.path.dirname(path))
 
     def _stat(self, key: str, path: str) -> ObjectInfo | None:
         try:
@@ -308,13 +309,6 @@ class LocalStore:
         out.sort(key=lambda info: info.key)
         return out
 
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dir_conflict(key: str) -> TierDBError:

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ...durable_file import fsync_dir
 from ...errors import ErrorKind, TierDBError, corrupt
 from . import tail
 from .format import WAL_SUFFIX, WalRecord, decode_records, wal_file_name
@@ -126,7 +127,7 @@ class LocalWal:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
                 if self._creates_file:
-                    _fsync_dir(self.directory)
+                    fsync_dir(self.directory)
                 self._size = os.fstat(fd).st_size
             except OSError:
                 os.close(fd)
@@ -198,21 +199,13 @@ class LocalWal:
             self.bytes_total -= size
             removed += 1
         if removed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return removed
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _storage_error(exc: OSError, path: str) -> TierDBError:
