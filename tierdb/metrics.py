@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -52,6 +52,18 @@ CACHE_MISSES = Counter("storage_cache_misses", "Cache misses", _COLL + ["tier"])
 CACHE_EVICTIONS = Counter("storage_cache_evictions", "Cache evictions", _COLL + ["tier"])
 HTTP_REQUESTS = Counter(
     "http_requests", "HTTP requests by method, route template and status code", ["method", "route", "status"]
+)
+
+# --- read replicas (role reader only; a writer never exports these) -------------------------
+
+REPLICA_LAG_SECONDS = Gauge(
+    "replica_lag_seconds", "How far this reader trails the writer's last published WAL position", _COLL
+)
+REPLICA_APPLIED_WAL_SEQ = Gauge(
+    "replica_applied_wal_seq", "Last WAL sequence number this reader has applied", _COLL
+)
+REPLICA_POLL_REQUESTS = Counter(
+    "replica_poll_requests", "S3 requests this reader made to follow the writer", _COLL
 )
 
 # --- histograms ------------------------------------------------------------------------------
@@ -87,7 +99,8 @@ def observe_request(method: str, route: str, status: int | str, seconds: float) 
 _COLLECTION_COUNTERS = (INSERTS, DELETES, QUERIES, S3_UPLOADS, S3_RETRIES, S3_PERMANENT_FAILURES)
 _TIERED_COUNTERS = (CACHE_HITS, CACHE_MISSES, CACHE_EVICTIONS)
 _PER_COLLECTION = (
-    *_COLLECTION_COUNTERS, COMPACTIONS, *_TIERED_COUNTERS, S3_REQUESTS, S3_BYTES_FETCHED, OPERATION_SECONDS
+    *_COLLECTION_COUNTERS, COMPACTIONS, *_TIERED_COUNTERS, S3_REQUESTS, S3_BYTES_FETCHED, OPERATION_SECONDS,
+    REPLICA_LAG_SECONDS, REPLICA_APPLIED_WAL_SEQ, REPLICA_POLL_REQUESTS,
 )
 
 
@@ -253,6 +266,8 @@ def exposed_metric_names() -> set[str]:
         if isinstance(obj, Counter):
             for fam in obj.describe():
                 names.update({f"{fam.name}_total", f"{fam.name}_created"})
+        elif isinstance(obj, Gauge):
+            names.update(fam.name for fam in obj.describe())
         elif isinstance(obj, Histogram):
             for fam in obj.describe():
                 names.update(f"{fam.name}{s}" for s in ("_bucket", "_sum", "_count", "_created"))

@@ -23,6 +23,9 @@ DASHBOARD_DIR = ROOT / "config" / "grafana" / "dashboards"
 
 #: Series Prometheus makes itself; they are never in a TierDB scrape.
 SYNTHETIC_NAMES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
+#: Exported only by a node in the reader role (replica lag panels, ReplicaLagHigh): a writer's
+#: scrape never has them, so the live check of a writer leaves them out.
+READER_ONLY_NAMES = frozenset({"replica_lag_seconds", "replica_applied_wal_seq", "replica_poll_requests_total"})
 
 _KEYWORDS = frozenset(
     {

@@ -36,7 +36,7 @@ PROMETHEUS_CONFIG = ROOT / "config" / "prometheus" / "prometheus.yml"
 
 REQUIRED_ALERTS = {
     "HighDLQSize", "LowS3SuccessRate", "S3UploadLagHigh", "LowCacheHitRate", "CompactionStalled",
-    "HighQueryLatencyP95", "HighErrorRate", "WriterFenced", "InstanceDown",
+    "HighQueryLatencyP95", "HighErrorRate", "WriterFenced", "InstanceDown", "ReplicaLagHigh",
 }
 
 
