@@ -214,10 +214,15 @@ class EmbeddedTierDB:
         spec = self._check(request_spec, self.settings, name, dimension, metric, tiering_policy, params)
         return _convert(self._call(self.engine.create_collection, spec, replace=replace), t.CollectionInfo)
 
-    def get_collection(self, name: str) -> t.CollectionInfo:
+    # ``consistency`` (every read): accepted for the HTTP clients' interface and checked, else
+    # ignored: one node in-process is always strongly consistent.
+
+    def get_collection(self, name: str, *, consistency: str | None = None) -> t.CollectionInfo:
+        calls.check_consistency(consistency)
         return _convert(self._call(lambda: self._collection(name).info()), t.CollectionInfo)
 
-    def list_collections(self) -> list[t.CollectionInfo]:
+    def list_collections(self, *, consistency: str | None = None) -> list[t.CollectionInfo]:
+        calls.check_consistency(consistency)
         return _convert(self._call(self.engine.list_collections), list[t.CollectionInfo])
 
     def delete_collection(self, name: str, missing_ok: bool = False) -> None:
@@ -229,7 +234,8 @@ class EmbeddedTierDB:
             if not missing_ok:
                 raise
 
-    def count(self, name: str) -> int:
+    def count(self, name: str, *, consistency: str | None = None) -> int:
+        calls.check_consistency(consistency)
         return self._call(lambda: self._collection(name).count())
 
     # -- documents --------------------------------------------------------------------------------
@@ -248,15 +254,18 @@ class EmbeddedTierDB:
             total += self._call(lambda b=batch: self._collection(name).upsert(b.ids, b.vectors, b.metadatas))
         return total
 
-    def get(self, name: str, ids: Sequence[str], batch_size: int = calls.DEFAULT_BATCH) -> list[t.Document]:
+    def get(
+        self, name: str, ids: Sequence[str], batch_size: int = calls.DEFAULT_BATCH, *, consistency: str | None = None
+    ) -> list[t.Document]:
+        calls.check_consistency(consistency)
         found: list[t.Document] = []
         for chunk in calls.chunks(calls.as_ids(ids), batch_size):
             self._check(self._limits.check_batch, "ids", len(chunk))
             found.extend(_convert(self._call(lambda c=chunk: self._collection(name).get(c)), list[t.Document]))
         return found
 
-    def get_one(self, name: str, id: str) -> t.Document:
-        found = self.get(name, [id])
+    def get_one(self, name: str, id: str, *, consistency: str | None = None) -> t.Document:
+        found = self.get(name, [id], consistency=consistency)
         if not found:
             raise document_not_found(name, id)
         return found[0]
@@ -286,7 +295,10 @@ class EmbeddedTierDB:
         filter: dict[str, Any] | None = None,
         include: Sequence[str] = ("metadata",),
         ef: int | None = None,
+        *,
+        consistency: str | None = None,
     ) -> list[t.Hit] | list[list[t.Hit]]:
+        calls.check_consistency(consistency)
         one, many = calls.query_vectors(vector, vectors)
         fields = calls.check_include(include)
         self._check(self._check_query, k, ef, many)
@@ -305,7 +317,8 @@ class EmbeddedTierDB:
 
     # -- admin ------------------------------------------------------------------------------------
 
-    def status(self, name: str) -> t.CollectionStatus:
+    def status(self, name: str, *, consistency: str | None = None) -> t.CollectionStatus:
+        calls.check_consistency(consistency)
         return _convert(self._call(lambda: self._collection(name).stats()), t.CollectionStatus)
 
     def dlq(self, name: str) -> list[t.DlqEntry]:

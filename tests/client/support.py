@@ -42,6 +42,8 @@ class Seen(msgspec.Struct):
     accept: str
     authorization: str
     status: int
+    consistency: str = ""   # the X-TierDB-Consistency header
+    body: bytes = b""
 
 
 class FaultProxy:
@@ -75,12 +77,15 @@ class FaultProxy:
                          "message": f"injected {status}", "request_id": "proxy"}
                     )
                     content, out_headers = payload, {"content-type": "application/json", **headers}
+                elif isinstance(proxy, FakeNode):
+                    status, content = proxy.answer(self.command, self.path, body, self.headers.get("content-type", ""))
+                    out_headers = {"content-type": "application/json"}
                 else:
                     forward = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                     response = proxy._http.request(self.command, self.path, content=body, headers=forward)
                     status, content = response.status_code, response.content
                     out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
-                proxy._record(self, status)
+                proxy._record(self, status, body)
                 self.send_response(status)
                 for key, value in out_headers.items():
                     self.send_header(key, value)
@@ -113,11 +118,12 @@ class FaultProxy:
         with self._lock:
             return self._faults.pop(0) if self._faults else None
 
-    def _record(self, handler: BaseHTTPRequestHandler, status: int) -> None:
+    def _record(self, handler: BaseHTTPRequestHandler, status: int, body: bytes = b"") -> None:
         with self._lock:
             self.seen.append(Seen(
                 handler.command, handler.path, handler.headers.get("content-type", ""),
                 handler.headers.get("accept", ""), handler.headers.get("authorization", ""), status,
+                handler.headers.get("x-tierdb-consistency", ""), body,
             ))
 
     def requests(self, method: str | None = None, path_suffix: str = "") -> list[Seen]:
@@ -137,3 +143,47 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
         self._http.close()
+
+
+class FakeNode(FaultProxy):
+    """A stand-in TierDB node with no server behind it: it answers the read routes with a canned
+    reply (one collection "c" of dimension 2, documents and hits echoing the request), and
+    records every request like ``FaultProxy``; ``fail_next`` works the same."""
+
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:9")  # never contacted: _forward answers itself
+        self._http.close()
+
+    def decoded(self, method: str | None = None, path_suffix: str = "") -> list[Any]:
+        """The bodies of the matching requests, decoded (msgpack or JSON)."""
+        out = []
+        for seen in self.requests(method, path_suffix):
+            if not seen.body:
+                out.append(None)
+            elif "msgpack" in seen.content_type:
+                out.append(msgspec.msgpack.decode(seen.body))
+            else:
+                out.append(msgspec.json.decode(seen.body))
+        return out
+
+    def answer(self, method: str, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        request: Any = None
+        if body:
+            request = msgspec.msgpack.decode(body) if "msgpack" in content_type else msgspec.json.decode(body)
+        info = {"name": "c", "dimension": 2, "count": 1}
+        if method == "GET" and path == "/v1/collections":
+            reply: Any = {"collections": [info]}
+        elif method == "GET" and path.startswith("/admin/") and path.endswith("/status"):
+            reply = {"name": "c", "count": 1}
+        elif method == "GET":
+            reply = info
+        elif path.endswith("/documents/get"):
+            reply = {"documents": [{"id": i, "vector": [0.0, 0.0]} for i in request["ids"]]}
+        elif path.endswith("/query"):
+            hit = {"id": "h", "distance": 0.0}
+            reply = {"results": [hit] if "vector" in request else [[hit] for _ in request["vectors"]]}
+        elif path.endswith("/documents"):
+            reply = {"upserted": len(request["documents"])}
+        else:
+            return 404, msgspec.json.encode({"error": "not_found", "message": f"fake node: no route {path}"})
+        return 200, msgspec.json.encode(reply)

@@ -39,11 +39,13 @@ class Call:
     accept_msgpack: bool = False
     idempotent: bool = True           # may be retried after a 429/503 or a lost connection
     admin: bool = False               # carries the admin token
+    read: bool = False                # may be answered by a read replica (see _routing)
+    headers: tuple[tuple[str, str], ...] = ()
     result: type | None = None        # decode a 2xx body into this type (None: ignore the body)
     pick: Callable[[Any], Any] = lambda value: value
 
     def content(self) -> tuple[bytes | None, dict[str, str]]:
-        headers = {"accept": MSGPACK if self.accept_msgpack else JSON}
+        headers = {"accept": MSGPACK if self.accept_msgpack else JSON, **dict(self.headers)}
         if self.body is None:
             return None, headers
         if self.msgpack:
@@ -147,6 +149,27 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
 
 
 RETRY_STATUSES = frozenset({429, 503})
+
+
+# -- read consistency -----------------------------------------------------------------------------
+
+EVENTUAL = "eventual"
+STRONG = "strong"
+CONSISTENCIES = (EVENTUAL, STRONG)
+# How a read other than a query asks for read-your-writes; a query says it in its body.
+CONSISTENCY_HEADER = "x-tierdb-consistency"
+
+
+def check_consistency(consistency: str | None, default: str = EVENTUAL) -> str:
+    """``consistency`` of a read (None: ``default``), checked."""
+    value = default if consistency is None else consistency
+    if value not in CONSISTENCIES:
+        raise ValueError(f"consistency must be one of {', '.join(CONSISTENCIES)}, got {value!r}")
+    return value
+
+
+def _consistency_headers(consistency: str) -> tuple[tuple[str, str], ...]:
+    return ((CONSISTENCY_HEADER, STRONG),) if consistency == STRONG else ()
 
 
 # -- arguments ------------------------------------------------------------------------------------
@@ -286,12 +309,18 @@ def create_collection(
     return Call("POST", "/v1/collections", body, idempotent=False, result=t.CollectionInfo)
 
 
-def get_collection(name: str) -> Call:
-    return Call("GET", f"/v1/collections/{_path(name)}", result=t.CollectionInfo)
+def get_collection(name: str, consistency: str = EVENTUAL) -> Call:
+    return Call(
+        "GET", f"/v1/collections/{_path(name)}", read=True, headers=_consistency_headers(consistency),
+        result=t.CollectionInfo,
+    )
 
 
-def list_collections() -> Call:
-    return Call("GET", "/v1/collections", result=t._CollectionList, pick=lambda r: r.collections)
+def list_collections(consistency: str = EVENTUAL) -> Call:
+    return Call(
+        "GET", "/v1/collections", read=True, headers=_consistency_headers(consistency),
+        result=t._CollectionList, pick=lambda r: r.collections,
+    )
 
 
 def delete_collection(name: str) -> Call:
@@ -317,12 +346,14 @@ def upsert(name: str, batch: Batch) -> Call:
     )
 
 
-def get_many(name: str, ids: list[str]) -> Call:
+def get_many(name: str, ids: list[str], consistency: str = EVENTUAL) -> Call:
     return Call(
         "POST",
         f"/v1/collections/{_path(name)}/documents/get",
         {"ids": ids},
         accept_msgpack=True,
+        read=True,
+        headers=_consistency_headers(consistency),
         result=t._Documents,
         pick=lambda r: r.documents,
     )
@@ -347,6 +378,7 @@ def query(
     filter: dict[str, Any] | None,
     include: list[str],
     ef: int | None,
+    consistency: str = EVENTUAL,
 ) -> Call:
     body: dict[str, Any] = {"k": k, "include": include}
     if vector is not None:
@@ -357,6 +389,8 @@ def query(
         body["filter"] = filter
     if ef is not None:
         body["ef"] = ef
+    if consistency == STRONG:  # eventual is the server's default: not sent
+        body["consistency"] = STRONG
     result = t._Hits if vector is not None else t._BatchHits
     return Call(
         "POST",
@@ -364,13 +398,17 @@ def query(
         body,
         msgpack=True,
         accept_msgpack=True,
+        read=True,
         result=result,
         pick=lambda r: r.results,
     )
 
 
-def status(name: str) -> Call:
-    return Call("GET", f"/admin/collections/{_path(name)}/status", admin=True, result=t.CollectionStatus)
+def status(name: str, consistency: str = EVENTUAL) -> Call:
+    return Call(
+        "GET", f"/admin/collections/{_path(name)}/status", admin=True, read=True,
+        headers=_consistency_headers(consistency), result=t.CollectionStatus,
+    )
 
 
 def dlq(name: str) -> Call:

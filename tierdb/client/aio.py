@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 
 from . import _calls as calls
+from ._routing import Dispatch, Replicas, read_url_list
 from .errors import NotFound
-from .sync import _NOT_SENT, _admin_headers, _headers, _unreachable, document_not_found
+from .sync import _admin_headers, _headers, _may_try_again, _should_try_elsewhere, _unreachable, document_not_found
 from .types import CollectionInfo, CollectionStatus, CompactResult, DlqEntry, Document, Hit
 
 
@@ -35,37 +36,43 @@ class AsyncTierDB:
         *,
         backoff: float = 0.25,
         max_backoff: float = 8.0,
+        read_urls: Sequence[str] | None = None,
+        read_consistency: str = calls.EVENTUAL,
+        replica_cooldown: float = 5.0,
     ) -> None:
         self.url = url.rstrip("/")
+        self.read_urls = read_url_list(self.url, read_urls)
+        self.read_consistency = calls.check_consistency(read_consistency)
         self.admin_token = admin_token
         self.backoff = calls.Backoff(retries=retries, base=backoff, cap=max_backoff)
-        self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(api_key), timeout=timeout)
+        self._replicas = Replicas(self.url, self.read_urls, replica_cooldown)
+        self._http = httpx.AsyncClient(headers=_headers(api_key), timeout=timeout)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
     async def _run(self, call: calls.Call) -> Any:
         content, headers = call.content()
         headers.update(_admin_headers(call, self.admin_token))
-        attempt = 0
+        dispatch = Dispatch(call, self._replicas, self.backoff)
         while True:
+            url, wait = dispatch.next()
+            if wait:
+                await asyncio.sleep(wait)
             try:
-                response = await self._http.request(call.method, call.path, content=content, headers=headers)
+                response = await self._http.request(call.method, url + call.path, content=content, headers=headers)
             except httpx.TransportError as exc:
-                retryable = isinstance(exc, _NOT_SENT) or call.idempotent
-                if not retryable or attempt >= self.backoff.retries:
-                    raise _unreachable(self.url, exc, attempt + 1) from exc
-                await asyncio.sleep(self.backoff.delay(attempt))
-                attempt += 1
-                continue
-            if (
-                response.status_code in calls.RETRY_STATUSES
-                and call.idempotent
-                and attempt < self.backoff.retries
+                if _may_try_again(call, exc) and dispatch.failed(url):
+                    continue
+                raise _unreachable(dispatch.where(), exc, dispatch.sent) from exc
+            if _should_try_elsewhere(call, response.status_code) and dispatch.failed(
+                url, response.headers.get("retry-after")
             ):
-                await asyncio.sleep(self.backoff.delay(attempt, response.headers.get("retry-after")))
-                attempt += 1
                 continue
+            dispatch.answered(url)
             return calls.finish(call, response.status_code, response.headers, response.content)
+
+    def _consistency(self, consistency: str | None) -> str:
+        return calls.check_consistency(consistency, self.read_consistency)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -77,6 +84,8 @@ class AsyncTierDB:
         await self.close()
 
     def __repr__(self) -> str:
+        if self.read_urls:
+            return f"AsyncTierDB({self.url!r}, read_urls={self.read_urls!r})"
         return f"AsyncTierDB({self.url!r})"
 
     # -- collections ------------------------------------------------------------------------------
@@ -92,11 +101,11 @@ class AsyncTierDB:
     ) -> CollectionInfo:
         return await self._run(calls.create_collection(name, dimension, metric, tiering_policy, hnsw, replace))
 
-    async def get_collection(self, name: str) -> CollectionInfo:
-        return await self._run(calls.get_collection(name))
+    async def get_collection(self, name: str, *, consistency: str | None = None) -> CollectionInfo:
+        return await self._run(calls.get_collection(name, self._consistency(consistency)))
 
-    async def list_collections(self) -> list[CollectionInfo]:
-        return await self._run(calls.list_collections())
+    async def list_collections(self, *, consistency: str | None = None) -> list[CollectionInfo]:
+        return await self._run(calls.list_collections(self._consistency(consistency)))
 
     async def delete_collection(self, name: str, missing_ok: bool = False) -> None:
         try:
@@ -105,8 +114,8 @@ class AsyncTierDB:
             if not missing_ok:
                 raise
 
-    async def count(self, name: str) -> int:
-        return (await self.get_collection(name)).count
+    async def count(self, name: str, *, consistency: str | None = None) -> int:
+        return (await self.get_collection(name, consistency=consistency)).count
 
     # -- documents --------------------------------------------------------------------------------
 
@@ -123,14 +132,17 @@ class AsyncTierDB:
             total += await self._run(calls.upsert(name, batch))
         return total
 
-    async def get(self, name: str, ids: Sequence[str], batch_size: int = calls.DEFAULT_BATCH) -> list[Document]:
+    async def get(
+        self, name: str, ids: Sequence[str], batch_size: int = calls.DEFAULT_BATCH, *, consistency: str | None = None
+    ) -> list[Document]:
+        level = self._consistency(consistency)
         found: list[Document] = []
         for chunk in calls.chunks(calls.as_ids(ids), batch_size):
-            found.extend(await self._run(calls.get_many(name, chunk)))
+            found.extend(await self._run(calls.get_many(name, chunk, level)))
         return found
 
-    async def get_one(self, name: str, id: str) -> Document:
-        found = await self.get(name, [id])
+    async def get_one(self, name: str, id: str, *, consistency: str | None = None) -> Document:
+        found = await self.get(name, [id], consistency=consistency)
         if not found:
             raise document_not_found(name, id)
         return found[0]
@@ -159,14 +171,17 @@ class AsyncTierDB:
         filter: dict[str, Any] | None = None,
         include: Sequence[str] = ("metadata",),
         ef: int | None = None,
+        *,
+        consistency: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         one, many = calls.query_vectors(vector, vectors)
-        return await self._run(calls.query(name, one, many, k, filter, calls.check_include(include), ef))
+        level = self._consistency(consistency)
+        return await self._run(calls.query(name, one, many, k, filter, calls.check_include(include), ef, level))
 
     # -- admin ------------------------------------------------------------------------------------
 
-    async def status(self, name: str) -> CollectionStatus:
-        return await self._run(calls.status(name))
+    async def status(self, name: str, *, consistency: str | None = None) -> CollectionStatus:
+        return await self._run(calls.status(name, self._consistency(consistency)))
 
     async def dlq(self, name: str) -> list[DlqEntry]:
         return await self._run(calls.dlq(name))

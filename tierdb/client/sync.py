@@ -19,6 +19,7 @@ import httpx
 
 from .. import __version__
 from . import _calls as calls
+from ._routing import Dispatch, Replicas, read_url_list
 from .errors import ConnectionFailed, NotFound, RequestTimeout
 from .types import CollectionInfo, CollectionStatus, CompactResult, DlqEntry, Document, Hit
 
@@ -38,14 +39,24 @@ def _admin_headers(call: calls.Call, admin_token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {admin_token}"} if call.admin and admin_token else {}
 
 
-def _unreachable(url: str, exc: httpx.TransportError, attempts: int) -> ConnectionFailed:
+def _unreachable(where: str, exc: httpx.TransportError, attempts: int) -> ConnectionFailed:
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, _NOT_SENT):
         return RequestTimeout(
-            0, "timeout", f"TierDB at {url} did not answer in time ({attempts} attempt(s), {what}); raise timeout= "
+            0, "timeout", f"TierDB at {where} did not answer in time ({attempts} attempt(s), {what}); raise timeout= "
             "for long operations"
         )
-    return ConnectionFailed(0, "connection_failed", f"cannot reach TierDB at {url} after {attempts} attempt(s): {what}")
+    return ConnectionFailed(0, "connection_failed", f"cannot reach TierDB at {where} after {attempts} attempt(s): {what}")
+
+
+def _may_try_again(call: calls.Call, exc: httpx.TransportError) -> bool:
+    """A lost request may be sent again (to the same node or, for a read, to another one) when it
+    is idempotent, or when it never reached the server."""
+    return call.idempotent or isinstance(exc, _NOT_SENT)
+
+
+def _should_try_elsewhere(call: calls.Call, status: int) -> bool:
+    return status in calls.RETRY_STATUSES and call.idempotent
 
 
 def document_not_found(name: str, doc_id: str) -> NotFound:
@@ -64,8 +75,19 @@ class TierDB:
     idempotent (create/delete collection, dlq retry/clear, compact) are retried only when the
     connection could not be opened at all, i.e. when the server never saw the request.
 
+    ``read_urls``: read replicas (``tierdb serve --role reader``).  Reads (query, get, get_one,
+    count, get/list collections, status) go round-robin over them; writes and admin mutations
+    always go to ``url`` (the writer), so a write is never sent to two nodes.  A read that meets a
+    connection error or a 429/503 moves straight on to the next replica and finally to ``url``;
+    a replica that failed is tried last for ``replica_cooldown`` seconds.  Only when every node
+    failed does the read wait (backoff) and go round again, up to ``retries`` times.
+    ``read_consistency``: "eventual" (default: a replica answers from what it has applied, usually
+    under a second behind the writer) or "strong" (read-your-writes: the node answering first
+    catches up with the writer's latest acknowledged write, which costs the reader a few S3
+    requests and some latency); every read method also takes ``consistency=`` for one call.
+
     Errors raise ``TierDBClientError`` subclasses (``NotFound``, ``InvalidRequest``, ``Conflict``,
-    ``Unauthorized``, ``Forbidden``, ``Unavailable``, ``Fenced``, ``ConnectionFailed``, ...).
+    ``Unauthorized``, ``Forbidden``, ``Unavailable``, ``Fenced``, ``ReadOnly``, ``ConnectionFailed``, ...).
     Thread-safe; use it as a context manager or call ``close()``.
     """
 
@@ -79,37 +101,43 @@ class TierDB:
         *,
         backoff: float = 0.25,
         max_backoff: float = 8.0,
+        read_urls: Sequence[str] | None = None,
+        read_consistency: str = calls.EVENTUAL,
+        replica_cooldown: float = 5.0,
     ) -> None:
         self.url = url.rstrip("/")
+        self.read_urls = read_url_list(self.url, read_urls)
+        self.read_consistency = calls.check_consistency(read_consistency)
         self.admin_token = admin_token
         self.backoff = calls.Backoff(retries=retries, base=backoff, cap=max_backoff)
-        self._http = httpx.Client(base_url=self.url, headers=_headers(api_key), timeout=timeout)
+        self._replicas = Replicas(self.url, self.read_urls, replica_cooldown)
+        self._http = httpx.Client(headers=_headers(api_key), timeout=timeout)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _run(self, call: calls.Call) -> Any:
         content, headers = call.content()
         headers.update(_admin_headers(call, self.admin_token))
-        attempt = 0
+        dispatch = Dispatch(call, self._replicas, self.backoff)
         while True:
+            url, wait = dispatch.next()
+            if wait:
+                time.sleep(wait)
             try:
-                response = self._http.request(call.method, call.path, content=content, headers=headers)
+                response = self._http.request(call.method, url + call.path, content=content, headers=headers)
             except httpx.TransportError as exc:
-                retryable = isinstance(exc, _NOT_SENT) or call.idempotent
-                if not retryable or attempt >= self.backoff.retries:
-                    raise _unreachable(self.url, exc, attempt + 1) from exc
-                time.sleep(self.backoff.delay(attempt))
-                attempt += 1
-                continue
-            if (
-                response.status_code in calls.RETRY_STATUSES
-                and call.idempotent
-                and attempt < self.backoff.retries
+                if _may_try_again(call, exc) and dispatch.failed(url):
+                    continue
+                raise _unreachable(dispatch.where(), exc, dispatch.sent) from exc
+            if _should_try_elsewhere(call, response.status_code) and dispatch.failed(
+                url, response.headers.get("retry-after")
             ):
-                time.sleep(self.backoff.delay(attempt, response.headers.get("retry-after")))
-                attempt += 1
                 continue
+            dispatch.answered(url)
             return calls.finish(call, response.status_code, response.headers, response.content)
+
+    def _consistency(self, consistency: str | None) -> str:
+        return calls.check_consistency(consistency, self.read_consistency)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -122,6 +150,8 @@ class TierDB:
         self.close()
 
     def __repr__(self) -> str:
+        if self.read_urls:
+            return f"TierDB({self.url!r}, read_urls={self.read_urls!r})"
         return f"TierDB({self.url!r})"
 
     # -- collections ------------------------------------------------------------------------------
@@ -141,12 +171,12 @@ class TierDB:
         or if S3 already holds it and ``replace`` is False (True takes the S3 copy over)."""
         return self._run(calls.create_collection(name, dimension, metric, tiering_policy, hnsw, replace))
 
-    def get_collection(self, name: str) -> CollectionInfo:
+    def get_collection(self, name: str, *, consistency: str | None = None) -> CollectionInfo:
         """Spec and document count. Raises ``NotFound``."""
-        return self._run(calls.get_collection(name))
+        return self._run(calls.get_collection(name, self._consistency(consistency)))
 
-    def list_collections(self) -> list[CollectionInfo]:
-        return self._run(calls.list_collections())
+    def list_collections(self, *, consistency: str | None = None) -> list[CollectionInfo]:
+        return self._run(calls.list_collections(self._consistency(consistency)))
 
     def delete_collection(self, name: str, missing_ok: bool = False) -> None:
         """Drop a collection and all its data. Raises ``NotFound`` unless ``missing_ok``."""
@@ -156,9 +186,9 @@ class TierDB:
             if not missing_ok:
                 raise
 
-    def count(self, name: str) -> int:
+    def count(self, name: str, *, consistency: str | None = None) -> int:
         """Number of documents in the collection."""
-        return self.get_collection(name).count
+        return self.get_collection(name, consistency=consistency).count
 
     # -- documents --------------------------------------------------------------------------------
 
@@ -178,16 +208,19 @@ class TierDB:
         safe, upserts are idempotent)."""
         return sum(self._run(calls.upsert(name, batch)) for batch in calls.upsert_batches(ids, vectors, metadatas, batch_size))
 
-    def get(self, name: str, ids: Sequence[str], batch_size: int = calls.DEFAULT_BATCH) -> list[Document]:
+    def get(
+        self, name: str, ids: Sequence[str], batch_size: int = calls.DEFAULT_BATCH, *, consistency: str | None = None
+    ) -> list[Document]:
         """The documents found, in the order of ``ids``; missing ids are left out."""
+        level = self._consistency(consistency)
         found: list[Document] = []
         for chunk in calls.chunks(calls.as_ids(ids), batch_size):
-            found.extend(self._run(calls.get_many(name, chunk)))
+            found.extend(self._run(calls.get_many(name, chunk, level)))
         return found
 
-    def get_one(self, name: str, id: str) -> Document:
+    def get_one(self, name: str, id: str, *, consistency: str | None = None) -> Document:
         """One document. Raises ``NotFound`` if the collection or the document does not exist."""
-        found = self.get(name, [id])
+        found = self.get(name, [id], consistency=consistency)
         if not found:
             raise document_not_found(name, id)
         return found[0]
@@ -215,18 +248,23 @@ class TierDB:
         filter: dict[str, Any] | None = None,
         include: Sequence[str] = ("metadata",),
         ef: int | None = None,
+        *,
+        consistency: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """k nearest neighbours sorted by distance. ``vector=`` returns ``list[Hit]``;
         ``vectors=`` (a batch) returns one list per query vector.  ``include``: any of
-        "metadata", "vector".  ``ef``: HNSW search breadth (default: the collection's)."""
+        "metadata", "vector".  ``ef``: HNSW search breadth (default: the collection's).
+        ``consistency``: "eventual" | "strong" (default: the client's ``read_consistency``)."""
         one, many = calls.query_vectors(vector, vectors)
-        return self._run(calls.query(name, one, many, k, filter, calls.check_include(include), ef))
+        level = self._consistency(consistency)
+        return self._run(calls.query(name, one, many, k, filter, calls.check_include(include), ef, level))
 
     # -- admin ------------------------------------------------------------------------------------
 
-    def status(self, name: str) -> CollectionStatus:
-        """Operational status (admin): WAL, segments, upload lag, DLQ size, caches."""
-        return self._run(calls.status(name))
+    def status(self, name: str, *, consistency: str | None = None) -> CollectionStatus:
+        """Operational status (admin): WAL, segments, upload lag, DLQ size, caches.  With
+        ``read_urls`` it is the status of the node that answered (a replica, usually)."""
+        return self._run(calls.status(name, self._consistency(consistency)))
 
     def dlq(self, name: str) -> list[DlqEntry]:
         """Entries of the dead-letter queue (uploads to S3 that failed; always empty for memory)."""
