@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import keys
 from ..errors import ErrorKind, TierDBError, corrupt, read_only
-from ..models import CompactResult
+from ..models import CollectionStats, CompactResult
 from .collection import Collection
 from .wal import decode_records
 
@@ -57,6 +57,17 @@ class Replica(Collection):
 
     async def dlq_clear(self) -> int:
         raise self._refuse("dead-letter queue clear")
+
+    # == status =====================================================================================
+    def stats(self) -> CollectionStats:
+        stats = super().stats()
+        stats.role = "reader"
+        self.describe_following(stats)
+        return stats
+
+    @staticmethod
+    def describe_following(stats: CollectionStats) -> None:
+        """Replaced by the node's follower: adds the lag and poll interval it knows."""
 
     # == following =================================================================================
     @property

@@ -17,5 +17,5 @@ def build_engine(settings: Settings) -> Engine:
     """The node's role is decided here, once: a writer ``Engine`` or a read replica
     (``node.role = "reader"``), which serves the same API surface and refuses writes."""
     if settings.node.role == "reader":
-        return ReaderEngine(settings)  # type: ignore[return-value]
+        return ReaderEngine(settings)
     return Engine(settings)

@@ -33,6 +33,7 @@ from ..storage.factory import open_s3_store, with_disk_cache
 from ..storage.readonly import ReadOnlyStore
 from ..storage.wrapper import BorrowedStore, without_retries
 from ..tiering import policy_of
+from .engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Follower:
         self.node = node
         self.name = replica.name
         self.replica = replica
+        replica.describe_following = self.describe
         self.settings = node.settings.node
         self.lock = asyncio.Lock()            # one poll at a time: background loop vs. strong reads
         self.caught_up_at = time.time()       # open replayed everything there was
@@ -81,6 +83,7 @@ class Follower:
         """Take the writer's newer manifest: open a fresh replica from S3, serve it, close the old."""
         old = self.replica
         fresh = await self.node.open_replica(self.name)
+        fresh.describe_following = self.describe
         self.replica = fresh
         log.info("replica switched to a newer manifest",
                  extra={"collection": self.name, "from_version": old.manifest.version if old.manifest else 0,
@@ -147,21 +150,23 @@ class Follower:
         return self.interval
 
     def stats(self) -> CollectionStats:
-        stats = self.replica.stats()
-        stats.role = "reader"
+        return self.replica.stats()
+
+    def describe(self, stats: CollectionStats) -> None:
         stats.replica_lag_secs = round(self.lag_secs, 3)
         stats.replica_poll_interval_secs = self.interval
         if self.error:
             stats.error = self.error
-        return stats
 
 
-class ReaderEngine:
-    """The reader node: same methods as ``Engine`` where the API calls them."""
+class ReaderEngine(Engine):
+    """The reader node.  A subclass of ``Engine`` only so the API's dependency type accepts it:
+    it does not call ``Engine.__init__`` and overrides every method the API and the lifespan
+    call, so none of the writer's machinery (data-dir lock, WAL, workers) ever runs here."""
 
     role = "reader"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings) -> None:  # noqa: super().__init__ deliberately not called
         self.settings = settings
         self.data_dir = os.path.abspath(settings.storage.data_dir)
         self.writer_id = ""
