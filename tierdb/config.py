@@ -121,7 +121,19 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_log: bool = True          # one line per HTTP request (method, route, status, duration)
 
 
+class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    role: str = "writer"             # writer | reader (TIERDB_NODE_ROLE, serve --role)
+    writer_url: str = ""             # where writes go; named in a reader's read_only errors
+    # reader: poll the next WAL object/manifest every poll_min_secs while objects arrive (and
+    # for busy_window_secs after the last one), then back off by doubling to poll_max_secs.
+    poll_min_secs: float = 0.1
+    poll_max_secs: float = 25.0
+    busy_window_secs: float = 10.0
+    discover_interval_secs: float = 300.0  # reader: LIST the prefix for new/dropped collections
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    node: NodeSettings = NodeSettings()
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
     index: IndexSettings = IndexSettings()
@@ -159,6 +171,7 @@ ENV_SHORTCUTS: dict[str, str] = {
 _SECRET_WORDS = ("token", "secret", "password", "api_key", "access_key", "credential")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_FORMATS = ("text", "json")
+NODE_ROLES = ("writer", "reader")
 
 
 class ConfigError(ValueError):
@@ -355,6 +368,11 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("gc.interval_secs", _positive, "must be positive"),
     ("gc.keep_manifests", lambda v: v >= 1, "must be at least 1"),
     ("gc.grace_secs", _non_negative, "must not be negative"),
+    ("node.role", lambda v: v in NODE_ROLES, "must be one of " + ", ".join(NODE_ROLES)),
+    ("node.poll_min_secs", _positive, "must be positive"),
+    ("node.poll_max_secs", _positive, "must be positive"),
+    ("node.busy_window_secs", _non_negative, "must not be negative"),
+    ("node.discover_interval_secs", _positive, "must be positive"),
     ("log.file_max_bytes", _positive, "must be positive"),
     ("log.file_backups", _non_negative, "must not be negative"),
 )
@@ -401,6 +419,10 @@ def _check(layers: _Layers) -> None:
         raise layers.fail("retry.max_backoff_secs", "must be at least retry.base_backoff_secs")
     if values["uploader.backoff_max_secs"] < values["uploader.backoff_base_secs"]:
         raise layers.fail("uploader.backoff_max_secs", "must be at least uploader.backoff_base_secs")
+    if values["node.poll_max_secs"] < values["node.poll_min_secs"]:
+        raise layers.fail("node.poll_max_secs", "must be at least node.poll_min_secs")
+    if values["node.role"] == "reader" and not values["s3.bucket"]:
+        raise ConfigError(f"s3.bucket: required when node.role is 'reader' ({layers.sources['node.role']})")
     policy = values["storage.tiering_policy"]
     if policy_of(policy).needs_s3 and not values["s3.bucket"]:
         source = layers.sources["storage.tiering_policy"]

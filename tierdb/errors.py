@@ -21,6 +21,7 @@ class ErrorKind(str, enum.Enum):
     UNAUTHORIZED = "unauthorized"        # 401
     FORBIDDEN = "forbidden"              # 403
     FENCED = "fenced"                    # 409: another writer owns the collection
+    READ_ONLY = "read_only"              # 403: a reader node takes no writes; send them to the writer
     UNAVAILABLE = "unavailable"          # 503: try again later (recovering, S3 down, shutting down)
     INSUFFICIENT_STORAGE = "insufficient_storage"  # 507: disk full / read-only
     CORRUPT = "corrupt"                  # 500: on-disk or in-S3 data failed a checksum
@@ -43,6 +44,7 @@ ERROR_KINDS: dict[ErrorKind, KindRule] = {
     ErrorKind.INVALID: KindRule(400, "InvalidRequest"),
     ErrorKind.UNAUTHORIZED: KindRule(401, "Unauthorized"),
     ErrorKind.FORBIDDEN: KindRule(403, "Forbidden"),
+    ErrorKind.READ_ONLY: KindRule(403, "ReadOnly"),
     ErrorKind.NOT_FOUND: KindRule(404, "NotFound"),
     ErrorKind.METHOD_NOT_ALLOWED: KindRule(405, "InvalidRequest"),
     ErrorKind.TIMEOUT: KindRule(408, "InvalidRequest"),
@@ -105,6 +107,13 @@ def unavailable(message: str, **context: Any) -> TierDBError:
 
 def too_large(message: str, **context: Any) -> TierDBError:
     return TierDBError(ErrorKind.TOO_LARGE, message, **context)
+def read_only(what: str, writer_url: str = "", **context: Any) -> TierDBError:
+    """The one READ_ONLY error: this node is a read replica and refuses ``what``."""
+    where = f"send it to the writer at {writer_url}" if writer_url else "send it to the writer node"
+    return TierDBError(ErrorKind.READ_ONLY, f"this node is a read replica and takes no writes ({what}): {where}",
+                       writer_url=writer_url, **context)
+
+
 def fenced(collection: str, what: str, **context: Any) -> TierDBError:
     """The one FENCED error: another writer wrote ``what`` (a WAL record or manifest version this
     node meant to write), so it owns the collection now."""

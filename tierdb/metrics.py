@@ -50,20 +50,14 @@ S3_BYTES_FETCHED = Counter(
 CACHE_HITS = Counter("storage_cache_hits", "Cache hits", _COLL + ["tier"])
 CACHE_MISSES = Counter("storage_cache_misses", "Cache misses", _COLL + ["tier"])
 CACHE_EVICTIONS = Counter("storage_cache_evictions", "Cache evictions", _COLL + ["tier"])
+REPLICA_POLL_REQUESTS = Counter(
+    "replica_poll_requests",
+    "S3 requests a reader made to follow the writer (kind: wal = GET of the next WAL object, "
+    "manifest = HEAD of the next manifest, list = discovery LIST; collection empty for list)",
+    _COLL + ["kind"],
+)
 HTTP_REQUESTS = Counter(
     "http_requests", "HTTP requests by method, route template and status code", ["method", "route", "status"]
-)
-
-# --- read replicas (role reader only; a writer never exports these) -------------------------
-
-REPLICA_LAG_SECONDS = Gauge(
-    "replica_lag_seconds", "How far this reader trails the writer's last published WAL position", _COLL
-)
-REPLICA_APPLIED_WAL_SEQ = Gauge(
-    "replica_applied_wal_seq", "Last WAL sequence number this reader has applied", _COLL
-)
-REPLICA_POLL_REQUESTS = Counter(
-    "replica_poll_requests", "S3 requests this reader made to follow the writer", _COLL
 )
 
 # --- histograms ------------------------------------------------------------------------------
@@ -99,8 +93,7 @@ def observe_request(method: str, route: str, status: int | str, seconds: float) 
 _COLLECTION_COUNTERS = (INSERTS, DELETES, QUERIES, S3_UPLOADS, S3_RETRIES, S3_PERMANENT_FAILURES)
 _TIERED_COUNTERS = (CACHE_HITS, CACHE_MISSES, CACHE_EVICTIONS)
 _PER_COLLECTION = (
-    *_COLLECTION_COUNTERS, COMPACTIONS, *_TIERED_COUNTERS, S3_REQUESTS, S3_BYTES_FETCHED, OPERATION_SECONDS,
-    REPLICA_LAG_SECONDS, REPLICA_APPLIED_WAL_SEQ, REPLICA_POLL_REQUESTS,
+    REPLICA_POLL_REQUESTS, *_COLLECTION_COUNTERS, COMPACTIONS, *_TIERED_COUNTERS, S3_REQUESTS, S3_BYTES_FETCHED, OPERATION_SECONDS
 )
 
 
@@ -172,6 +165,12 @@ _COLLECTION_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("storage_dlq_size", "Entries in the dead-letter queue", "dlq_size"),
     ("storage_fenced", "1 when another writer took the collection (this node may no longer write)", "fenced"),
 )
+# Only for collections a reader follows (role "reader").
+_REPLICA_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("replica_lag_seconds", "Reader: seconds since it last confirmed it had applied everything the writer "
+     "acknowledged (~0 while caught up; grows while behind or while S3 does not answer)", "replica_lag_secs"),
+    ("replica_applied_wal_seq", "Reader: the last WAL record applied", "wal_seq"),
+)
 _CACHE_BYTES = ("storage_cache_bytes", "Bytes held in a cache tier")
 _CACHE_TIERS = (("ram", "cache_bytes_ram"), ("disk", "cache_bytes_disk"))
 
@@ -189,7 +188,7 @@ class EngineCollector(Collector):
 
     @staticmethod
     def _families() -> tuple[list[GaugeMetricFamily], GaugeMetricFamily]:
-        gauges = [GaugeMetricFamily(name, doc, labels=_COLL) for name, doc, _ in _COLLECTION_GAUGES]
+        gauges = [GaugeMetricFamily(name, doc, labels=_COLL) for name, doc, _ in _COLLECTION_GAUGES + _REPLICA_GAUGES]
         cache = GaugeMetricFamily(*_CACHE_BYTES, labels=_COLL + ["tier"])
         return gauges, cache
 
@@ -209,6 +208,9 @@ class EngineCollector(Collector):
         for st in stats:
             for family, (_, _, attr) in zip(gauges, _COLLECTION_GAUGES):
                 family.add_metric([st.name], float(getattr(st, attr)))
+            if st.role == "reader":
+                for family, (_, _, attr) in zip(gauges[len(_COLLECTION_GAUGES):], _REPLICA_GAUGES):
+                    family.add_metric([st.name], float(getattr(st, attr)))
             for tier, attr in _CACHE_TIERS:
                 cache.add_metric([st.name, tier], float(getattr(st, attr)))
         yield from gauges

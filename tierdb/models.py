@@ -231,6 +231,9 @@ class CollectionStats(msgspec.Struct):
     cache_bytes_ram: int = 0
     cache_bytes_disk: int = 0
     error: str = ""
+    role: str = "writer"             # writer | reader (a read replica following the writer)
+    replica_lag_secs: float = 0.0    # reader: time since it last confirmed it had everything
+    replica_poll_interval_secs: float = 0.0  # reader: current poll interval (backs off while idle)
 
 
 class DlqEntry(msgspec.Struct, frozen=True):

@@ -16,7 +16,7 @@ import weakref
 
 from .. import metrics
 from ..config import Settings
-from ..node import Engine
+from ..node import Engine, build_engine
 from ..errors import TierDBError, unavailable
 
 log = logging.getLogger("tierdb.api")
@@ -58,7 +58,7 @@ class EngineHost:
         """Create the engine if none was given and start recovering it in the background."""
         self._started_at = time.monotonic()
         if self.engine is None:
-            self.engine = Engine(self.settings)
+            self.engine = build_engine(self.settings)
         metrics.register_engine_collector(self.engine.collection_stats)
         _running_hosts.add(self)
         self._recovery = asyncio.create_task(self._recover(self.engine), name="tierdb-recovery")

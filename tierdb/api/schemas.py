@@ -19,6 +19,12 @@ from msgspec import UNSET, Meta, UnsetType
 from ..models import CollectionInfo, Document
 from ..service.rules import Include
 
+# A read's freshness on a reader node: "eventual" answers from what it applied so far (lag:
+# replica_lag_seconds); "strong" first polls the writer's next WAL object and manifest until
+# nothing is new (two or more S3 requests).  On the writer both are the same.
+Consistency = Literal["eventual", "strong"]
+CONSISTENCY_HEADER = "X-TierDB-Consistency"
+
 NonEmpty = Meta(min_length=1)
 
 
@@ -59,6 +65,7 @@ class UpsertRequest(_Request):
 
 class GetManyRequest(_Request):
     ids: Annotated[list[str], NonEmpty]
+    consistency: Consistency = "eventual"
 
 
 class DeleteRequest(_Request):
@@ -77,6 +84,8 @@ class QueryRequest(_Request):
     filter: dict[str, Any] | None = None
     include: list[Include] = []
     ef: int | None = None
+    # "strong" (read-your-writes): a reader first catches up with the writer's latest WAL object
+    consistency: Consistency = "eventual"
 
 
 REQUEST_TYPES: tuple[type[msgspec.Struct], ...] = (
@@ -153,6 +162,7 @@ class HealthReport(msgspec.Struct, frozen=True):
     uptime_secs: float
     ready: bool
     checks: HealthChecks
+    role: str = "writer"             # writer | reader (a read replica; writes get 403 read_only)
 
 
 class ProbeStatus(msgspec.Struct, frozen=True):

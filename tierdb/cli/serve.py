@@ -22,6 +22,8 @@ SERVE_FLAGS: dict[str, str] = {
     "port": "server.port",
     "data_dir": "storage.data_dir",
     "policy": "storage.tiering_policy",
+    "role": "node.role",
+    "writer_url": "node.writer_url",
     "log_format": "log.format",
     "log_level": "log.level",
 }
@@ -38,6 +40,13 @@ def add_serve(subparsers: Any) -> None:
         metavar="POLICY",
         help="default tiering policy: memory | memory_s3 | s3_only (storage.tiering_policy)",
     )
+    parser.add_argument(
+        "--role",
+        choices=["writer", "reader"],
+        help="writer (default) or reader: a read replica that follows the writer through S3 and "
+        "refuses writes (node.role, TIERDB_NODE_ROLE)",
+    )
+    parser.add_argument("--writer-url", metavar="URL", help="reader: the writer's URL, named in read_only errors (node.writer_url)")
     parser.add_argument("--log-format", choices=["text", "json"], help="log format (log.format)")
     parser.add_argument(
         "--log-level",

@@ -70,6 +70,11 @@ class Forbidden(TierDBClientError):
     """403: wrong API key or admin token, or the admin API is disabled on this server."""
 
 
+class ReadOnly(TierDBClientError):
+    """403 ``read_only``: the node is a read replica; send writes to the writer (the message names
+    its URL when the replica knows it).  Nothing was changed."""
+
+
 class NotFound(TierDBClientError):
     """404: no such collection (or document, for ``get_one``)."""
 
@@ -111,7 +116,7 @@ class RequestTimeout(ConnectionFailed):
 _CLASSES: dict[str, type[TierDBClientError]] = {
     cls.__name__: cls
     for cls in (
-        InvalidRequest, PayloadTooLarge, Unauthorized, Forbidden, NotFound, Conflict, Fenced,
+        InvalidRequest, PayloadTooLarge, Unauthorized, Forbidden, ReadOnly, NotFound, Conflict, Fenced,
         RateLimited, Unavailable, InsufficientStorage, ServerError,
     )
 }
@@ -157,6 +162,7 @@ __all__ = [
     "ConnectionFailed",
     "Fenced",
     "Forbidden",
+    "ReadOnly",
     "InsufficientStorage",
     "InvalidRequest",
     "NotFound",

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
+    role = "writer"
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = os.path.abspath(settings.storage.data_dir)
@@ -326,6 +328,10 @@ class Engine:
         if not self.ready:
             raise unavailable("the server is still recovering; try again shortly")
         raise not_found(f"collection {name!r} does not exist", collection=name)
+
+    async def catch_up(self, name: str) -> None:
+        """A strong read on the writer: its state already holds every acknowledged write."""
+        self.get_collection(name)
 
     async def create_collection(self, spec: CollectionSpec, *, replace: bool = False) -> CollectionInfo:
         """Create a collection.  For the S3 policies S3 is asked first: if it already holds a

@@ -15,6 +15,7 @@ from ...models import Document
 from ...service import rules
 from ...service.limits import Limits
 from ..codec import decode_body, respond
+from ..consistency import read_consistency
 from ..openapi import body_operation, error_responses
 from ..schemas import (
     DeleteRequest,
@@ -74,6 +75,8 @@ class DocumentController(Controller):
         doc_id: FromPath[str],
         engine: NamedDependency[Engine],
     ) -> Response[Document]:
+        if read_consistency(request) == "strong":
+            await engine.catch_up(name)
         found = await engine.get_collection(name).get([doc_id])
         if not found:
             raise not_found(f"document {doc_id!r} not found in collection {name!r}", id=doc_id)
@@ -96,6 +99,8 @@ class DocumentController(Controller):
         """The documents found, in request order; missing ids are left out."""
         body = await decode_body(request, GetManyRequest)
         Limits.of(settings).check_batch("ids", len(body.ids))
+        if read_consistency(request, body.consistency) == "strong":
+            await engine.catch_up(name)
         documents = await engine.get_collection(name).get(body.ids)
         return respond(request, DocumentList(documents=documents))
 

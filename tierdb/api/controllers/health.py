@@ -104,6 +104,7 @@ class HealthController(Controller):
             version=__version__,
             uptime_secs=round(host.uptime_secs, 3),
             ready=host.ready,
+            role=host.settings.node.role,
             checks=HealthChecks(
                 data_dir_writable=data_dir.writable,
                 data_dir_error=data_dir.error,

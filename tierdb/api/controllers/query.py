@@ -16,6 +16,7 @@ from ...models import Hit
 from ...service import rules
 from ...service.limits import Limits
 from ..codec import decode_body, respond
+from ..consistency import read_consistency
 from ..openapi import body_operation, error_responses
 from ..schemas import BatchQueryResult, QueryHit, QueryRequest, QueryResult
 from ..validation import to_matrix
@@ -71,6 +72,8 @@ class QueryController(Controller):
         """
         body = await decode_body(request, QueryRequest)
         rows, field = _query_rows(body, settings)
+        if read_consistency(request, body.consistency) == "strong":
+            await engine.catch_up(name)
         collection = engine.get_collection(name)
         label = (lambda i: "vector") if field == "vector" else (lambda i: f"vectors[{i}]")
         matrix = to_matrix(rows, collection.spec.dimension, label)
