@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import numpy as np
-
 from tests.engine.conftest import random_vectors, spec
 from tierdb.engine import reads
 
@@ -46,7 +44,7 @@ async def test_small_unfiltered_query_needs_no_thread_hop(engine, monkeypatch):
 
 
 async def test_inline_answers_equal_the_threaded_path(engine):
-    coll, vectors = await _one_indexed_segment(engine)
+    coll, _ = await _one_indexed_segment(engine)
     # a few memtable rows (one replacing a segment row) and a deletion: answers are merged
     await coll.upsert(["d7", "new1", "new2"], random_vectors(3, 8, seed=5), [None, {"i": -1}, None])
     await coll.delete(ids=["d9"])
