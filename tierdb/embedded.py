@@ -165,6 +165,13 @@ class EmbeddedTierDB:
         except TierDBError as exc:
             raise _client_error(exc) from None
 
+    def _call_here(self, fn: Callable[[], Any]) -> Any:
+        """Run the thread-safe, blocking engine call ``fn`` in the calling thread; engine errors
+        become the client's typed exceptions."""
+        if self._rt.closed:
+            raise RuntimeError("this TierDB database is closed")
+        return self._check(fn)
+
     def _check(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a service-layer check in the calling thread; its error as the client's exception."""
         from .errors import TierDBError
@@ -302,8 +309,10 @@ class EmbeddedTierDB:
         one, many = calls.query_vectors(vector, vectors)
         fields = calls.check_include(include)
         self._check(self._check_query, k, ef, many)
-        results = self._call(
-            lambda: self._collection(name).query(
+        # In the calling thread: a query takes only the collection's thread-safe read path, so it
+        # needs no hop to the engine's loop and none to a worker thread.
+        results = self._call_here(
+            lambda: self._collection(name).query_blocking(
                 [one] if one is not None else many,
                 k,
                 filter=filter,

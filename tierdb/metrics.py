@@ -85,9 +85,19 @@ def observe_request(method: str, route: str, status: int | str, seconds: float) 
     ``route`` must be the route *template* (``/collections/{name}/query``), never the raw path,
     or every collection name and id becomes a new series.
     """
-    labels = {"method": method, "route": route, "status": str(status)}
-    HTTP_REQUESTS.labels(**labels).inc()
-    REQUEST_SECONDS.labels(**labels).observe(seconds)
+    key = (method, route, str(status))
+    children = _request_children.get(key)
+    if children is None:
+        labels = {"method": key[0], "route": key[1], "status": key[2]}
+        children = _request_children[key] = (HTTP_REQUESTS.labels(**labels), REQUEST_SECONDS.labels(**labels))
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+# (method, route, status) -> the series' (counter, histogram) children: ``labels()`` validates
+# and hashes its arguments on every call.  Routes are templates, so the keys stay few, and
+# these series are never removed.
+_request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
 
 _COLLECTION_COUNTERS = (INSERTS, DELETES, QUERIES, S3_UPLOADS, S3_RETRIES, S3_PERMANENT_FAILURES)

@@ -266,3 +266,24 @@ def test_close_returns_memory_so_a_reopen_does_not_double_it(tmp_path) -> None:
     # Python's and glibc's allocators keep some fragments, hence not 0 %.
     assert closed - base < 0.5 * load_growth, ("close() kept the memory", base, loaded, closed, reopened)
     assert reopened - loaded < 0.65 * load_growth, ("reopen doubled the memory", base, loaded, closed, reopened)
+
+
+def test_query_runs_in_the_calling_thread(tmp_path, monkeypatch):
+    """Embedded queries cross no thread boundary: no hop to the engine's loop or a worker."""
+    from tierdb.engine.collection import Collection
+
+    seen: list[threading.Thread] = []
+    real = Collection._query_sync
+
+    def recording(self, *args, **kwargs):
+        seen.append(threading.current_thread())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "_query_sync", recording)
+    ids, vectors, metas = dataset(50, seed=3)
+    with tierdb.open(tmp_path / "db") as db:
+        db.create_collection("c", dimension=DIM)
+        db.upsert("c", ids, vectors, metas)
+        hits = db.query("c", vector=vectors[4], k=3)
+    assert hits[0].id == ids[4]
+    assert seen == [threading.current_thread()]

@@ -23,10 +23,26 @@ class RWLock:
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+            self.release_read()
+
+    def try_acquire_read(self) -> bool:
+        """Take the read side only if that needs no waiting (for callers that must not block,
+        e.g. an event loop); pair a True with ``release_read()``."""
+        if not self._cond.acquire(blocking=False):
+            return False
+        try:
+            if self._writer or self._writers_waiting:
+                return False
+            self._readers += 1
+            return True
+        finally:
+            self._cond.release()
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:

@@ -172,6 +172,26 @@ class Segment(RowSource):
             if self._data is not None and self._data.index is not None:
                 self._data.index.mark_deleted(row)
 
+    def search_without_waiting(self, queries: np.ndarray, k: int) -> SearchResult | None:
+        """``search(queries, k, default_ef, None)`` if it needs no I/O and no waiting for a lock
+        (data resident and never evicted, ef lock free, k within the default ef); else None and
+        the caller uses ``search``."""
+        data = self._data
+        if data is None or data.index is None or self.loader is not None or self.on_access is not None or k > self.default_ef:
+            return None
+        n_candidates = self.live_count()
+        if n_candidates == 0 or k <= 0:
+            return SearchResult(np.empty((len(queries), 0), np.int64), np.empty((len(queries), 0), np.float32))
+        if not self._ef_lock.try_acquire_read():
+            return None
+        try:
+            labels, dist = data.index.knn_query(queries, k=min(k, n_candidates), num_threads=1)
+        except RuntimeError:  # fewer than k reachable rows: ``search`` answers exactly
+            return None
+        finally:
+            self._ef_lock.release_read()
+        return SearchResult(labels.astype(np.int64), dist.astype(np.float32, copy=False))
+
     def _index_search(self, queries: np.ndarray, k: int, ef: int, allowed: np.ndarray | None) -> SearchResult | None:
         if not self._indexed:
             return None
