@@ -124,6 +124,9 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     role: str = "writer"             # writer | reader (TIERDB_NODE_ROLE, serve --role)
     writer_url: str = ""             # where writes go; named in a reader's read_only errors
+    # writer: claim every s3_only collection from the previous writer at start (handover;
+    # TIERDB_NODE_TAKEOVER, serve --takeover); the previous writer is fenced at its next write
+    takeover: bool = False
     # reader: poll the next WAL object/manifest every poll_min_secs while objects arrive (and
     # for busy_window_secs after the last one), then back off by doubling to poll_max_secs.
     poll_min_secs: float = 0.1

@@ -24,6 +24,7 @@ SERVE_FLAGS: dict[str, str] = {
     "policy": "storage.tiering_policy",
     "role": "node.role",
     "writer_url": "node.writer_url",
+    "takeover": "node.takeover",
     "log_format": "log.format",
     "log_level": "log.level",
 }
@@ -47,6 +48,13 @@ def add_serve(subparsers: Any) -> None:
         "refuses writes (node.role, TIERDB_NODE_ROLE)",
     )
     parser.add_argument("--writer-url", metavar="URL", help="reader: the writer's URL, named in read_only errors (node.writer_url)")
+    parser.add_argument(
+        "--takeover",
+        action="store_true",
+        default=None,
+        help="writer: claim every s3_only collection from the previous writer at start; it is fenced "
+        "at its next write (node.takeover, TIERDB_NODE_TAKEOVER)",
+    )
     parser.add_argument("--log-format", choices=["text", "json"], help="log format (log.format)")
     parser.add_argument(
         "--log-level",

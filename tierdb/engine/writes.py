@@ -21,7 +21,7 @@ from .collection_state import CollectionState
 from .filters import compile_filter
 from .validation import check_ids, check_metadata
 from .vectors import as_matrix
-from .wal import WalRecord, frame
+from .wal import WalRecord, claim_record, claimed_by, frame
 
 
 @dataclass
@@ -128,12 +128,40 @@ class WritesMixin(CollectionState):
         return exc
 
     def _resync_wal(self) -> None:
-        """Apply records that a write reported as failed but that did reach the WAL."""
+        """Apply records that a write reported as failed but that did reach the WAL.  Another
+        writer's claim marker among them means this node lost the collection: fenced."""
         for record in self.wal.scan(after_seq=self._next_seq - 1):
+            claimer = claimed_by(record)
+            if claimer is not None and claimer != self.writer_id:
+                lost = fenced(self.name, f"WAL record {record.seq} (claimed by writer {claimer})")
+                self.note_failure(lost, "write")
+                raise lost
             with self._rw.write():
                 self._apply(record, self._record_matrix(record))
             self._next_seq = record.seq + 1
         self._wal_uncertain = False
+
+    def append_claim_marker(self) -> int:
+        """Handover (s3_only): take the next WAL position with this writer's claim marker; its seq.
+
+        Whatever the previous writer got into the WAL first (each of its objects is put-if-absent
+        at the next position) is applied before the marker, so every write it had acknowledged is
+        kept; once the marker is in, its next WAL put is refused (412) and it is fenced.  Runs in
+        a worker thread before the collection accepts writes."""
+        with self._commit_lock:
+            while True:
+                self._resync_wal()
+                record = claim_record(self._next_seq, self.writer_id)
+                try:
+                    self.wal.append([frame(record)], record.seq)
+                except TierDBError as exc:
+                    if exc.kind is ErrorKind.PRECONDITION:
+                        continue        # the previous writer took this position: apply it, go on
+                    raise
+                with self._rw.write():
+                    self._apply(record, None)
+                self._next_seq = record.seq + 1
+                return record.seq
 
     def seal_wal(self) -> None:
         """Close the active WAL file so the uploader can ship it (memory_s3)."""
@@ -156,6 +184,9 @@ class WritesMixin(CollectionState):
                 self._where[doc_id] = (mem, start + i)
             mem.note_op(record.seq, len(record.ids), 0)
             return len(record.ids)
+        if claimed_by(record) is not None:
+            mem.note_op(record.seq, 0, 0)   # a handover marker: no data, only a position
+            return 0
         deleted = 0
         for doc_id in record.ids:
             old = self._where.pop(doc_id, None)

@@ -40,6 +40,7 @@ from ..workers.dlq import DeadLetterQueue
 from ..workers.gc import RemoteGc
 from ..workers.scheduler import build_scheduler
 from ..workers.uploader import Uploader
+from . import takeover
 from .datadir import prepare_data_dir, release_freed_memory
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ class Engine:
                 policy = local.spec.tiering_policy
             place = self._place(policy, name)
             coll = await Collection.open(place.segment_store, self._wal(place, name), self.settings, name, self.writer_id)
+            if self.settings.node.takeover and place.wal is WalKind.S3:
+                coll = await self._claim(coll, place)
             self._attach_workers(coll, place)
         except TierDBError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
@@ -156,6 +159,22 @@ class Engine:
         metrics.init_collection(name)
         log.info("collection opened", extra={"collection": name, "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
         return True
+
+    async def _claim(self, coll: Collection, place: Placement) -> Collection:
+        """Handover: claim the collection from the previous writer before it takes writes
+        (``takeover.claim``).  A failed claim closes it: it is reported failed, never writable."""
+        assert self.remote is not None
+
+        async def reopen(old: Collection) -> Collection:
+            await old.close()
+            return await Collection.open(place.segment_store, self._wal(place, old.name), self.settings, old.name,
+                                         self.writer_id)
+
+        try:
+            return await takeover.claim(coll, self.remote, reopen)
+        except BaseException:
+            await coll.close()
+            raise
 
     async def _open_remote_only(self, local_names: set[str], unfinished: set[str]) -> None:
         """Collections that exist only in S3: s3_only ones open from S3; memory_s3 ones are

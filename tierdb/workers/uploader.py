@@ -222,7 +222,13 @@ class Uploader:
             if last_seq <= self.state.shipped_seq:
                 continue
             data = await asyncio.to_thread(_read, wal_file.path)
-            await self._put(keys.wal_key(self.coll.name, wal_file.first_seq), data, if_absent=True)
+            key = keys.wal_key(self.coll.name, wal_file.first_seq)
+            try:
+                await self._put(key, data, if_absent=True)
+            except TierDBError as exc:
+                if exc.kind is ErrorKind.PRECONDITION:  # other bytes at our next WAL position: another writer's
+                    raise fenced(self.coll.name, f"S3 WAL object {key}", key=key) from exc
+                raise
             self.state.shipped_seq = last_seq
             await self._persist()
             uploaded += 1

@@ -15,7 +15,8 @@ import msgspec
 from ...errors import corrupt
 from ...keys import WAL_SUFFIX, wal_file_name
 
-__all__ = ["MAX_RECORD_BYTES", "WAL_SUFFIX", "WalRecord", "decode_records", "frame", "wal_file_name"]
+__all__ = ["CLAIM", "MAX_RECORD_BYTES", "WAL_SUFFIX", "WalRecord", "claim_record", "claimed_by", "decode_records", "frame",
+           "wal_file_name"]
 
 _HEADER = struct.Struct("<II")
 MAX_RECORD_BYTES = 1 << 30
@@ -25,10 +26,28 @@ class WalRecord(msgspec.Struct, array_like=True):
     """One acknowledged batch. ``vectors`` is the raw float32 bytes of all rows."""
 
     seq: int
-    op: str                                 # "upsert" | "delete"
+    op: str                                 # "upsert" | "delete" | "claim"
     ids: list[str]
     vectors: bytes = b""
     metadata: list[dict | None] = []
+
+
+CLAIM = "claim"
+
+
+def claim_record(seq: int, writer_id: str) -> WalRecord:
+    """A writer's claim marker (handover): no data, only the claiming writer's id.  It takes the
+    next WAL position with put-if-absent, so the previous writer's next WAL put is refused; every
+    reader of the log applies it as a no-op (``ids`` is empty, so even a delete of it is one)."""
+    return WalRecord(seq=seq, op=CLAIM, ids=[], metadata=[{"writer_id": writer_id}])
+
+
+def claimed_by(record: WalRecord) -> str | None:
+    """The claiming writer's id if the record is a claim marker, else None."""
+    if record.op != CLAIM:
+        return None
+    meta = record.metadata[0] if record.metadata else None
+    return str((meta or {}).get("writer_id", ""))
 
 
 _encoder = msgspec.msgpack.Encoder()
