@@ -30,10 +30,17 @@ class KeepWriting(threading.Thread):
         self.fenced: list[str] = []
         self.other: list[tuple[str, int]] = []   # neither acknowledged nor fenced (ambiguous)
         self.stop = threading.Event()
+        self.go = threading.Event()
+        self.go.set()
+        self.idle = threading.Event()
 
     def run(self) -> None:
         i = 0
         while not self.stop.is_set() and len(self.fenced) < 5:
+            if not self.go.is_set():
+                self.idle.set()
+                self.go.wait()
+                self.idle.clear()
             doc_id = f"a{i}"
             i += 1
             r = self.client.post("/v1/collections/c/documents",
@@ -119,3 +126,65 @@ def test_s3_only_takeover_fences_the_old_writer_and_loses_nothing(tmp_path, s3_s
             assert count(node) == expected + len(present(node, [d for d, _ in writer.other])), name
         assert present(b, [f"d{i}" for i in range(0, DOCUMENTS, 97)]) == {f"d{i}" for i in range(0, DOCUMENTS, 97)}
         assert not set(refused) & present(b, refused) - {d for d, _ in writer.other}
+
+
+def test_memory_s3_takeover_fences_the_old_writer_and_loses_only_its_upload_lag(tmp_path, s3_server, s3_settings_factory):
+    env = node_env(s3_server, s3_settings_factory())
+    with ServerProcess(tmp_path / "a", policy="memory_s3", env=env) as a_proc, \
+            ServerProcess(tmp_path / "b", policy="memory_s3", env=env, extra_args=["--takeover"]) as b_proc, \
+            reader(tmp_path, env, "r1") as r1_proc, reader(tmp_path, env, "r2") as r2_proc:
+        a_proc.start()
+        a = a_proc.client()
+        assert a.post("/v1/collections", json={"name": "c", "dimension": DIM, "tiering_policy": "memory_s3"}).status_code == 201
+        for start in range(0, 2_000, 500):
+            assert a.post("/v1/collections/c/documents", json={"documents": docs(start, 500)}).status_code == 200
+        r1_proc.start()
+        r1 = r1_proc.client()
+
+        writer = KeepWriting(a_proc.client())
+        writer.start()
+        wait_for(lambda: len(writer.acked) >= 20, "A to acknowledge concurrent writes")
+        writer.go.clear()
+        writer.idle.wait(30)
+        wait_for(lambda: a.get("/admin/collections/c/status").json()["upload_queue_size"] == 0, "A to ship everything")
+        shipped_before = list(writer.acked)   # in S3: the new writer must have all of these
+        writer.go.set()
+        wait_for(lambda: len(writer.acked) >= len(shipped_before) + 20, "A to keep writing")
+
+        b_proc.start(timeout=120)
+        b = b_proc.client()
+        assert b.post("/v1/collections/c/documents",
+                      json={"documents": [{"id": "b-first", "vector": [0.0] * DIM}]}).status_code == 200
+        wait_for(lambda: len(writer.fenced) >= 5 or not writer.is_alive(), "A to be fenced", deadline=60)
+        writer.stop.set()
+        writer.join(30)
+        assert len(writer.fenced) >= 5, (writer.acked[-3:], writer.other)
+        health = a.get("/health").json()
+        assert health["checks"]["collections"]["c"] == "fenced", health
+        assert a.get("/admin/collections/c/status").json()["state"] == "fenced"
+        late = a.post("/v1/collections/c/documents", json={"documents": [{"id": "a-late", "vector": [0.0] * DIM}]})
+        assert late.status_code == 409 and late.json()["error"] == "fenced", late.text
+
+        b_ids = [f"b{i}" for i in range(20)]
+        for doc_id in b_ids:
+            assert b.post("/v1/collections/c/documents",
+                          json={"documents": [{"id": doc_id, "vector": [0.5] * DIM}]}).status_code == 200
+        b_ids.append("b-first")
+        wait_for(lambda: b.get("/admin/collections/c/status").json()["upload_queue_size"] == 0, "B to ship its writes")
+
+        on_b = present(b, writer.acked)
+        # the memory_s3 contract: what A had shipped is kept; of the rest (its upload lag at the
+        # claim) a prefix may be kept, in order, and the remainder is lost; nothing it was refused
+        assert set(shipped_before) <= on_b
+        assert on_b == set(writer.acked[:len(on_b)]), "B holds A's writes out of order"
+        print(f"\nmemory_s3 handover: A acknowledged {len(writer.acked)} concurrent writes, "
+              f"{len(writer.acked) - len(on_b)} lost with its upload lag")
+        r2_proc.start()
+        r2 = r2_proc.client()
+        expected = 2_000 + len(on_b) + len(b_ids) + len(present(b, [d for d, _ in writer.other]))
+        assert count(b) == expected
+        for node, name in ((r1, "reader r1"), (r2, "fresh reader r2")):
+            wait_for(lambda: count(node) == expected, f"{name} to follow the new writer", 60)
+            assert present(node, writer.acked) == on_b, f"{name} disagrees with B about A's writes"
+            assert present(node, b_ids) == set(b_ids), f"{name} lost writes B acknowledged"
+            assert present(node, writer.fenced + ["a-late"]) == set(), f"{name} shows writes A was refused"

@@ -15,15 +15,17 @@ import logging
 import os
 import time
 
+import msgspec
+
 from .. import keys
 from ..crashpoints import crash_point
-from ..errors import corrupt
+from ..errors import ErrorKind, TierDBError, corrupt, unavailable
 from ..models import COLLECTION_NAME, Manifest, SegmentRef
 from ..storage.base import BlobStore
 from ..storage.local import LocalStore
 from . import localdirs, manifest as manifests
 from .upload_state import UploadState, save_state
-from .wal import decode_records, object_seqs, tail as wal_tail_scan
+from .wal import claim_record, decode_records, frame, object_seqs, tail as wal_tail_scan
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,14 @@ async def verify_manifest(store: BlobStore, manifest: Manifest) -> list[str]:
 RESTORE_STEPS = ("first_segment", "segments", "wal", "upload_state", "manifest_staged", "old_retired", "published")
 
 
-async def restore_collection(remote: BlobStore, data_dir: str, name: str) -> Manifest | None:
+MAX_CLAIM_ATTEMPTS = 10
+
+
+class _Superseded(Exception):
+    """The previous writer shipped a WAL object or manifest while this node claimed: restore again."""
+
+
+async def restore_collection(remote: BlobStore, data_dir: str, name: str, *, claim_for: str = "") -> Manifest | None:
     """Restore ``name`` from its latest S3 manifest into ``data_dir``; None if S3 has none.
 
     Atomic: everything is staged in a private directory (files and directories fsynced) that is
@@ -86,7 +95,60 @@ async def restore_collection(remote: BlobStore, data_dir: str, name: str) -> Man
     unfinished restore, or the old copy for ``tierdb restore --force``).  A crash at any step
     leaves either the previous state or the restored one; the leftover staging directory is
     removed at the next start.
+
+    ``claim_for`` (a writer id; handover with ``node.takeover``): before the staged copy is
+    published, claim the collection from the writer that published the latest manifest (see
+    ``_claim``).  The local copy exists only once the claim is in S3, so a crash mid-claim makes
+    the next start restore and claim again.
     """
+    for _ in range(MAX_CLAIM_ATTEMPTS):
+        try:
+            return await _restore_once(remote, data_dir, name, claim_for)
+        except _Superseded:
+            continue
+    raise unavailable(
+        f"collection {name!r} could not be claimed: the previous writer kept shipping to S3 "
+        f"({MAX_CLAIM_ATTEMPTS} attempts); stop it and restart this node",
+        collection=name,
+    )
+
+
+async def _claim(remote: BlobStore, stage: BlobStore, latest: Manifest, shipped: int, writer_id: str) -> Manifest:
+    """Claim a memory_s3 collection restored up to WAL record ``shipped``; the claim manifest.
+
+    1. This writer's claim marker becomes WAL object ``shipped + 1`` in S3 (put-if-absent) and the
+       first record of the staged local WAL after the restored tail: the previous writer's next
+       WAL file lands on that key, so its upload gets 412 and it is fenced.  Identical bytes
+       already there are this writer's own earlier attempt.
+    2. The latest manifest again as version ``latest + 1`` with this writer's id (put-if-absent):
+       the previous writer's next manifest collides with it.
+    Either collision the other way round (it shipped first) raises ``_Superseded``."""
+    name = latest.spec.name
+    marker_seq = shipped + 1
+    key = keys.wal_key(name, marker_seq)
+    data = frame(claim_record(marker_seq, writer_id))
+    try:
+        await remote.put(key, data, if_absent=True)
+    except TierDBError as exc:
+        if exc.kind is not ErrorKind.PRECONDITION:
+            raise
+        if await remote.get(key) != data:
+            raise _Superseded from exc
+    await stage.put(key, data)
+    claimed = msgspec.structs.replace(latest, version=latest.version + 1, writer_id=writer_id, created_at=time.time())
+    try:
+        await manifests.publish(remote, claimed)
+    except TierDBError as exc:
+        if exc.kind is ErrorKind.FENCED:
+            raise _Superseded from exc
+        raise
+    log.warning("collection claimed from the previous writer",
+                extra={"collection": name, "previous_writer": latest.writer_id, "manifest_version": claimed.version,
+                       "wal_marker_seq": marker_seq})
+    return claimed
+
+
+async def _restore_once(remote: BlobStore, data_dir: str, name: str, claim_for: str) -> Manifest | None:
     started = time.perf_counter()
     latest = await manifests.load_latest(remote, name)
     if latest is None:
@@ -109,6 +171,9 @@ async def restore_collection(remote: BlobStore, data_dir: str, name: str) -> Man
         records, _ = decode_records(data, source=name)
         shipped = max(shipped, records[-1].seq)
     await asyncio.to_thread(os.makedirs, keys.wal_dir(staging, name), exist_ok=True)
+    if claim_for and latest.writer_id != claim_for:
+        latest = await _claim(remote, stage, latest, shipped, claim_for)
+        shipped += 1
     crash_point("restore:wal")
     state = UploadState(
         s3_version=latest.version,

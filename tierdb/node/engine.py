@@ -215,7 +215,8 @@ class Engine:
         through the disk cache.  A restore error raises; an open error ends up in ``_failed``."""
         if policy_of(policy).restores_to_disk:
             assert self.remote is not None
-            await restore_collection(self.remote, self.data_dir, name)
+            claim_for = self.writer_id if self.settings.node.takeover else ""
+            await restore_collection(self.remote, self.data_dir, name, claim_for=claim_for)
             await self._open(name)
             if name in self._collections:
                 await asyncio.to_thread(self._collections[name].seal_wal)
