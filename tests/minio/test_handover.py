@@ -118,7 +118,7 @@ def test_s3_only_takeover_fences_the_old_writer_and_loses_nothing(tmp_path, s3_s
         refused = writer.fenced + ["a-late"] + [doc_id for doc_id, _ in writer.other]
         expected = DOCUMENTS + len(writer.acked) + len(b_ids)
         for node, name in ((b, "B"), (r1, "reader r1"), (r2, "fresh reader r2")):
-            wait_for(lambda: count(node) is not None and count(node) >= expected, f"{name} to hold every write", 60)
+            wait_for(lambda node=node: count(node) is not None and count(node) >= expected, f"{name} to hold every write", 60)
             assert present(node, writer.acked) == set(writer.acked), f"{name} lost writes A acknowledged"
             assert present(node, b_ids) == set(b_ids), f"{name} lost writes B acknowledged"
             assert present(node, writer.fenced + ["a-late"]) == set(), f"{name} shows writes A was refused"
@@ -184,7 +184,7 @@ def test_memory_s3_takeover_fences_the_old_writer_and_loses_only_its_upload_lag(
         expected = 2_000 + len(on_b) + len(b_ids) + len(present(b, [d for d, _ in writer.other]))
         assert count(b) == expected
         for node, name in ((r1, "reader r1"), (r2, "fresh reader r2")):
-            wait_for(lambda: count(node) == expected, f"{name} to follow the new writer", 60)
+            wait_for(lambda node=node: count(node) == expected, f"{name} to follow the new writer", 60)
             assert present(node, writer.acked) == on_b, f"{name} disagrees with B about A's writes"
             assert present(node, b_ids) == set(b_ids), f"{name} lost writes B acknowledged"
             assert present(node, writer.fenced + ["a-late"]) == set(), f"{name} shows writes A was refused"

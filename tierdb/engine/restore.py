@@ -23,9 +23,11 @@ from ..errors import ErrorKind, TierDBError, corrupt, unavailable
 from ..models import COLLECTION_NAME, Manifest, SegmentRef
 from ..storage.base import BlobStore
 from ..storage.local import LocalStore
-from . import localdirs, manifest as manifests
+from . import localdirs
+from . import manifest as manifests
 from .upload_state import UploadState, save_state
-from .wal import claim_record, decode_records, frame, object_seqs, tail as wal_tail_scan
+from .wal import claim_record, decode_records, frame, object_seqs
+from .wal import tail as wal_tail_scan
 
 log = logging.getLogger(__name__)
 
