@@ -124,8 +124,8 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     role: str = "writer"             # writer | reader (TIERDB_NODE_ROLE, serve --role)
     writer_url: str = ""             # where writes go; named in a reader's read_only errors
-    # reader: poll the next WAL object/manifest every poll_min_secs while objects arrive (and
-    # for busy_window_secs after the last one), then back off by doubling to poll_max_secs.
+    # reader: poll the next WAL object/manifest at once while objects arrive, every poll_min_secs
+    # for busy_window_secs after the last one, then back off by doubling to poll_max_secs.
     poll_min_secs: float = 0.1
     poll_max_secs: float = 25.0
     busy_window_secs: float = 10.0
