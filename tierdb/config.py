@@ -127,8 +127,8 @@ class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # writer: claim every s3_only collection from the previous writer at start (handover;
     # TIERDB_NODE_TAKEOVER, serve --takeover); the previous writer is fenced at its next write
     takeover: bool = False
-    # reader: poll the next WAL object/manifest every poll_min_secs while objects arrive (and
-    # for busy_window_secs after the last one), then back off by doubling to poll_max_secs.
+    # reader: poll the next WAL object/manifest at once while objects arrive, every poll_min_secs
+    # for busy_window_secs after the last one, then back off by doubling to poll_max_secs.
     poll_min_secs: float = 0.1
     poll_max_secs: float = 25.0
     busy_window_secs: float = 10.0

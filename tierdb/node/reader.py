@@ -139,11 +139,15 @@ class Follower:
             await asyncio.sleep(self._next_interval(progressed))
 
     def _next_interval(self, progressed: bool) -> float:
-        """Fast while objects arrive and for ``busy_window_secs`` after; then doubling to the max."""
+        """At once after progress (more objects may be waiting: a backlog is applied back to back,
+        not one object per interval), every ``poll_min_secs`` for ``busy_window_secs`` after the
+        last one, then doubling to the max."""
         now = time.monotonic()
-        if progressed or self.error == "" and now - self.last_progress < self.settings.busy_window_secs:
-            if progressed:
-                self.last_progress = now
+        if progressed:
+            self.last_progress = now
+            self.interval = self.settings.poll_min_secs
+            return 0.0
+        if self.error == "" and now - self.last_progress < self.settings.busy_window_secs:
             self.interval = self.settings.poll_min_secs
         else:
             self.interval = min(self.interval * 2, self.settings.poll_max_secs)

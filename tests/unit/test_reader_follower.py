@@ -1,0 +1,70 @@
+"""The reader's follow loop (node/reader.py Follower.run): a backlog of WAL objects is applied
+back to back, not one per ``node.poll_min_secs``, so a writer that commits more than 1/poll_min
+WAL objects per second (s3_only: one per commit batch) cannot leave readers ever further behind."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from tierdb.config import Settings
+from tierdb.node import reader as reader_module
+from tierdb.node.reader import Follower
+
+
+class BacklogReplica:
+    """``waiting`` WAL objects are there to apply; then nothing new and no newer manifest."""
+
+    def __init__(self, waiting: int) -> None:
+        self.name = "c"
+        self.waiting = waiting
+        self.applied = 0
+        self.describe_following = None
+
+    async def follow_wal(self) -> int:
+        if self.applied < self.waiting:
+            self.applied += 1
+            return 1
+        return 0
+
+    async def newer_manifest(self, known_newest: int = 0) -> int | None:
+        return None
+
+
+def test_a_backlog_of_wal_objects_is_applied_without_sleeping_between_objects(monkeypatch):
+    settings = Settings()
+    replica = BacklogReplica(waiting=40)
+    follower = Follower(SimpleNamespace(settings=settings), replica)
+    slept_before_drained: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(secs: float) -> None:   # the loop's waits, recorded instead of waited
+        if replica.applied < replica.waiting:
+            slept_before_drained.append(secs)
+        await real_sleep(0)
+
+    monkeypatch.setattr(reader_module.asyncio, "sleep", recording_sleep)
+
+    async def run_until_drained() -> None:
+        task = asyncio.create_task(follower.run())
+        while replica.applied < replica.waiting:
+            await real_sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(run_until_drained())
+    assert replica.applied == 40
+    # 40 objects at poll_min_secs (0.1 s) each would be 4 s behind; none of that wait is allowed
+    assert sum(slept_before_drained) == 0, slept_before_drained
+
+
+def test_after_the_backlog_polls_every_poll_min_then_backs_off_to_poll_max():
+    settings = Settings()
+    follower = Follower(SimpleNamespace(settings=settings), BacklogReplica(waiting=0))
+    node = settings.node
+    assert follower._next_interval(True) == 0.0                    # more may be waiting: poll at once
+    assert follower._next_interval(False) == node.poll_min_secs     # within the busy window
+    follower.last_progress -= node.busy_window_secs + 1
+    intervals = [follower._next_interval(False) for _ in range(12)]
+    assert intervals[0] == 2 * node.poll_min_secs
+    assert intervals == sorted(intervals) and intervals[-1] == node.poll_max_secs
