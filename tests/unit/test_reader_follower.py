@@ -68,3 +68,31 @@ def test_after_the_backlog_polls_every_poll_min_then_backs_off_to_poll_max():
     intervals = [follower._next_interval(False) for _ in range(12)]
     assert intervals[0] == 2 * node.poll_min_secs
     assert intervals == sorted(intervals) and intervals[-1] == node.poll_max_secs
+
+
+class StuckReplica(BacklogReplica):
+    """S3 is down: the next WAL GET is stuck in the store's retries for a long time."""
+
+    async def follow_wal(self) -> int:
+        await asyncio.sleep(3600)
+        return 0
+
+
+def test_a_strong_read_answers_503_in_time_while_a_poll_is_stuck_in_s3_retries(monkeypatch):
+    import pytest
+
+    from tierdb.errors import ErrorKind, TierDBError
+
+    monkeypatch.setattr(reader_module, "STRONG_READ_TIMEOUT_SECS", 0.2)
+    follower = Follower(SimpleNamespace(settings=Settings()), StuckReplica(waiting=0))
+
+    async def strong_read() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TierDBError) as caught:
+            await asyncio.wait_for(follower.catch_up(), 30)   # the safety net, never the answer
+        assert caught.value.kind is ErrorKind.UNAVAILABLE and "strong read" in caught.value.message
+        assert not follower.lock.locked(), "the cancelled poll must release the follower's lock"
+        return loop.time() - started
+
+    assert asyncio.run(strong_read()) < 10

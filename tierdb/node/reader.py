@@ -113,11 +113,16 @@ class Follower:
     async def catch_up(self) -> None:
         """Poll until nothing is new (a strong read): everything acknowledged before the call is
         applied afterwards."""
-        deadline = time.monotonic() + STRONG_READ_TIMEOUT_SECS
-        while await self.poll():
-            if time.monotonic() > deadline:
-                raise unavailable(f"collection {self.name!r}: could not catch up with the writer within "
-                                  f"{STRONG_READ_TIMEOUT_SECS:g} s for a strong read", collection=self.name)
+        # The deadline also bounds a poll stuck in S3 retries (or waiting for the lock behind
+        # one): a strong read answers 503 in time instead of hanging while S3 is down.  Cancelling
+        # a poll is safe: a WAL object is applied whole in its thread or not at all.
+        try:
+            async with asyncio.timeout(STRONG_READ_TIMEOUT_SECS):
+                while await self.poll():
+                    pass
+        except TimeoutError:
+            raise unavailable(f"collection {self.name!r}: could not catch up with the writer within "
+                              f"{STRONG_READ_TIMEOUT_SECS:g} s for a strong read", collection=self.name) from None
 
     async def run(self) -> None:
         while True:
