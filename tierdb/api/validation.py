@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..engine.vectors import CheckedMatrix, as_matrix
 from ..errors import invalid
 
 
@@ -34,3 +35,9 @@ def to_matrix(rows: Sequence[Sequence[float]], dimension: int, label: Callable[[
             field=label(bad),
         )
     return matrix
+
+
+def query_matrix(rows: Sequence[Sequence[float]], dimension: int, label: Callable[[int], str]) -> CheckedMatrix:
+    """``to_matrix`` plus the engine's own checks (norm bound), done once: the engine takes the
+    result as already checked."""
+    return CheckedMatrix(as_matrix(to_matrix(rows, dimension, label), dimension, what="query vector"))
