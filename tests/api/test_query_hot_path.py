@@ -3,12 +3,17 @@ copy, the query vectors checked once; the answers and errors stay those of every
 
 from __future__ import annotations
 
+import random
+
 import litestar.handlers.base
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 
+from tierdb.api import codec
 from tierdb.api.app import create_app
+from tierdb.api.schemas import QueryRequest
 from tierdb.engine import reads
 
 from .conftest import Client, make_settings, seeded, unit
@@ -89,3 +94,53 @@ async def test_a_just_in_range_query_vector_is_answered(client: Client) -> None:
     await seeded(client, n=2)
     response = await client.post("/v1/collections/docs/query", json={"vector": [0.99e18, 0, 0, 0], "k": 1})
     assert response.status_code == 200, response.text
+
+
+# -- duplicate JSON keys: the flat fast path ---------------------------------------------------
+
+
+async def test_a_query_with_default_fields_skips_the_exact_duplicate_scan(client: Client, monkeypatch) -> None:
+    """``k`` equal to its default used to defeat the fast path (it was not counted as a key)."""
+    await seeded(client, n=4)
+
+    def no_scan(_):
+        raise AssertionError("the exact duplicate-key scan ran")
+
+    monkeypatch.setattr(codec, "_find_duplicate_key", no_scan)
+    for body in ({"vector": unit(0), "k": 10}, {"vector": unit(0), "k": 10, "include": [], "ef": None,
+                                                "consistency": "eventual"}, {"vector": unit(0)}):
+        response = await client.post("/v1/collections/docs/query", json=body)
+        assert response.status_code == 200, response.text
+
+
+def _random_query_body(rng: random.Random) -> bytes:
+    """A flat query body, often with a key written twice, odd spacing or an escaped key."""
+    fields = [("vector", "[1, 0, 0, 0]"), ("k", rng.choice(["10", "3"])), ("ef", rng.choice(["null", "8"])),
+              ("include", rng.choice(["[]", '["vector"]'])), ("consistency", '"eventual"'),
+              ("vectors", "null"), ("filter", "null")]
+    chosen = rng.sample(fields, rng.randint(1, len(fields)))
+    if rng.random() < 0.5:
+        chosen.append(rng.choice(chosen))
+    rng.shuffle(chosen)
+    parts = []
+    for name, value in chosen:
+        key = name if rng.random() < 0.8 else "".join(f"\\u{ord(c):04x}" for c in name)
+        parts.append(f'"{key}"{rng.choice(["", " ", chr(9)])}:{rng.choice(["", " "])}{value}')
+    return ("{" + ", ".join(parts) + "}").encode()
+
+
+def test_the_flat_fast_path_agrees_with_the_exact_scan() -> None:
+    rng = random.Random(13)
+    settled = duplicates = 0
+    for _ in range(3000):
+        body = _random_query_body(rng)
+        try:
+            value = msgspec.json.decode(body, type=QueryRequest)
+        except msgspec.ValidationError:
+            continue
+        has_duplicate = codec._find_duplicate_key(body) is not None
+        duplicates += has_duplicate
+        if codec._flat_keys_unique(body, value):
+            settled += 1
+            assert not has_duplicate, body
+    assert settled > 500 and duplicates > 500, (settled, duplicates)
