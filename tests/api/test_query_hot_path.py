@@ -80,6 +80,8 @@ async def test_the_engine_gets_the_checked_query_matrix(client: Client, monkeypa
         ({"vector": [1e39, 0, 0, 0]}, "vector contains NaN, infinity or a value outside the float32 range"),
         ({"vectors": [unit(0), [0, 1e39, 0, 0]]}, "vectors[1] contains NaN, infinity or a value outside"),
         ({"vector": [1, 2, 3]}, "vector has 3 values but the collection has dimension 4"),
+        # the labelled value check comes before the norm check, whatever the row order
+        ({"vectors": [[0, 0, 2e18, 0], [0, 1e39, 0, 0]]}, "vectors[1] contains NaN, infinity or a value outside"),
     ],
 )
 async def test_query_vector_errors_are_unchanged(client: Client, body: dict, message: str) -> None:
