@@ -13,8 +13,9 @@ from litestar.routes import HTTPRoute
 
 from tierdb.api import codec
 from tierdb.api.app import create_app
-from tierdb.api.schemas import QueryRequest
+from tierdb.api.schemas import GetManyRequest, QueryRequest, UpsertRequest
 from tierdb.engine import reads
+from tierdb.errors import TierDBError
 
 from .conftest import Client, make_settings, seeded, unit
 
@@ -146,3 +147,27 @@ def test_the_flat_fast_path_agrees_with_the_exact_scan() -> None:
             settled += 1
             assert not has_duplicate, body
     assert settled > 500 and duplicates > 500, (settled, duplicates)
+
+
+def test_the_flat_fast_path_leaves_bulk_bodies_alone(monkeypatch) -> None:
+    """A list of documents holds objects: the flat path must not tokenize a bulk body only to
+    give up (the count-based fast path handles it)."""
+
+    class NoScan:
+        def finditer(self, _):
+            raise AssertionError("tokenized a body that is not flat")
+
+    monkeypatch.setattr(codec, "_STRING", NoScan())
+    body = b'{"documents": [{"id": "a", "vector": [1, 0], "metadata": {"k": 1}}]}'
+    value = msgspec.json.decode(body, type=UpsertRequest)
+    assert not codec._flat_keys_unique(body, value)
+    codec.check_unique_json_keys(body, value, 32)  # still exact: no duplicate here
+
+
+def test_a_flat_body_with_many_strings_still_gets_the_exact_answer() -> None:
+    ids = ", ".join(f'"id-{i}"' for i in range(40))
+    unique = f'{{"ids": [{ids}], "consistency": "eventual"}}'.encode()
+    repeated = f'{{"ids": [{ids}], "ids": ["x"]}}'.encode()
+    codec.check_unique_json_keys(unique, msgspec.json.decode(unique, type=GetManyRequest), 32)
+    with pytest.raises(TierDBError, match="duplicate key 'ids'"):
+        codec.check_unique_json_keys(repeated, msgspec.json.decode(repeated, type=GetManyRequest), 32)

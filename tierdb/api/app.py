@@ -2,7 +2,8 @@
 
 The lifespan starts the engine (recovery in the background, see lifecycle.py) and closes it
 on shutdown; routes get the engine through the ``engine`` dependency, which answers 503 until
-recovery has finished.  OpenAPI is served at ``/schema`` (``/schema/openapi.json``).
+recovery has finished (the hot query route calls the same ``EngineHost.require_ready`` from
+``app.state`` instead, see controllers/query.py).  OpenAPI is served at ``/schema`` (``/schema/openapi.json``).
 """
 
 from __future__ import annotations

@@ -159,6 +159,9 @@ def _field_defaults(tp: type[msgspec.Struct]) -> tuple[tuple[str, Any], ...]:
 _STRING = re.compile(rb'"([^"\\]*(?:\\.[^"\\]*)*)"([ \t\r\n]*:)?', re.S)
 
 
+_FLAT_MAX_STRINGS = 32
+
+
 @functools.cache
 def _unset_field_keys(tp: type[msgspec.Struct]) -> tuple[tuple[str, bytes, Any], ...]:
     return tuple(
@@ -180,12 +183,17 @@ def _flat_keys_unique(body: bytes, value: Any) -> bool:
     for name, key, default in _unset_field_keys(type(value)):
         item = getattr(value, name)
         if default is _REQUIRED or item != default:
-            if _count_keys(item, 1):  # holds an object: its keys could be spelled like a field
+            if _count_keys(item, 2):  # holds an object (or a list of them): its keys could be spelled like a field
                 return False
             written += 1
         else:
             unset.append(key)
-    keys = [text for text, colon in _STRING.findall(body) if colon]
+    keys = []
+    for count, string in enumerate(_STRING.finditer(body)):
+        if count == _FLAT_MAX_STRINGS:
+            return False  # many strings (ids, say): tokenizing them all costs more than it saves
+        if string.group(2) is not None:
+            keys.append(string.group(1))
     for key in unset:
         seen = keys.count(key)
         if seen > 1:
