@@ -183,7 +183,7 @@ def _flat_keys_unique(body: bytes, value: Any) -> bool:
     for name, key, default in _unset_field_keys(type(value)):
         item = getattr(value, name)
         if default is _REQUIRED or item != default:
-            if _count_keys(item, 2):  # holds an object (or a list of them): its keys could be spelled like a field
+            if _count_keys(item, 2):  # holds objects (documents, a filter): left to the paths below
                 return False
             written += 1
         else:
