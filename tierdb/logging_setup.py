@@ -63,8 +63,9 @@ def new_request_id() -> str:
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    size = len(name)
     for key, value in scope.get("headers", ()):
-        if key.lower() == name:
+        if len(key) == size and key.lower() == name:  # the length first: most headers differ in it
             return value.decode("latin-1")
     return None
 
@@ -105,7 +106,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_token = request_id_var.set(request_id_for_scope(scope))
-        collection_token = collection_var.set(scope.get("path_params", {}).get("name"))
+        path_params = scope.get("path_params")
+        collection_token = collection_var.set(path_params.get("name") if path_params else None)
         status = 500
         start = time.perf_counter()
 
@@ -121,7 +123,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - start
             if self.on_complete is not None:
                 self.on_complete(scope, status, elapsed)
-            if self.access_log:
+            if self.access_log and access_logger.isEnabledFor(logging.INFO):
                 _log_access(scope, status, elapsed)
             collection_var.reset(collection_token)
             request_id_var.reset(request_token)

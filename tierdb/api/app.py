@@ -2,7 +2,8 @@
 
 The lifespan starts the engine (recovery in the background, see lifecycle.py) and closes it
 on shutdown; routes get the engine through the ``engine`` dependency, which answers 503 until
-recovery has finished.  OpenAPI is served at ``/schema`` (``/schema/openapi.json``).
+recovery has finished (the hot query route calls the same ``EngineHost.require_ready`` from
+``app.state`` instead, see controllers/query.py).  OpenAPI is served at ``/schema`` (``/schema/openapi.json``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .auth import SETTINGS_STATE_KEY, log_security_mode
 from .controllers import ROUTE_HANDLERS
 from .controllers.admin import add_admin_schemas
 from .errors import EXCEPTION_HANDLERS
-from .lifecycle import EngineHost
+from .lifecycle import HOST_STATE_KEY, EngineHost
 from .middleware import observe_request
 from .openapi import add_request_schemas, openapi_config, union_responses_as_any_of
 from .slow_clients import BodyReadTimeoutMiddleware
@@ -83,7 +84,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         dependencies=_dependencies(host),
         lifespan=[_lifespan(host)],
         on_startup=[add_request_schemas, union_responses_as_any_of, add_admin_schemas, log_security_mode],
-        state=State({SETTINGS_STATE_KEY: settings}),  # read by the auth guards (auth.py)
+        # read by the auth guards (auth.py) and by the query route, which skips dependency injection
+        state=State({SETTINGS_STATE_KEY: settings, HOST_STATE_KEY: host}),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             DefineMiddleware(

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
@@ -187,6 +188,16 @@ async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
 async def require_status_access(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard of /health and /metrics (a no-op unless security.protect_status)."""
     check_status_access(_settings(connection), connection.headers)
+
+
+class route_with_uncopied_guards(HTTPRouteHandler):
+    """``@route`` whose guards get the route handler itself: Litestar's ``authorize_connection``
+    hands each guard a fresh ``copy()`` of the handler on every request, a cost for the hot query
+    route; the guards here never look at (let alone change) the handler."""
+
+    async def authorize_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+        for guard in self.resolve_guards():
+            await guard(connection, self)  # type: ignore[misc]
 
 
 def security_summary(settings: Settings) -> list[tuple[int, str]]:

@@ -129,10 +129,13 @@ _REQUIRED = object()
 def check_unique_json_keys(body: bytes, value: Any, max_depth: int) -> None:
     """Refuse a key that appears twice in one object of ``body`` (already decoded into ``value``).
 
-    Fast path, cheap enough for bulk upserts: when the key tokens in the text are exactly as
-    many as the distinct keys the decoded value holds (counted as a lower bound, see
-    ``_count_keys``), nothing was repeated.  Otherwise scan the text exactly.
+    Fast paths: a flat request (a query) is settled by ``_flat_keys_unique``; otherwise, cheap
+    enough for bulk upserts, when the key tokens in the text are exactly as many as the distinct
+    keys the decoded value holds (counted as a lower bound, see ``_count_keys``), nothing was
+    repeated.  Otherwise scan the text exactly.
     """
+    if _flat_keys_unique(body, value):
+        return
     if len(_KEY_END.findall(body)) == _count_keys(value, max_depth + 4):  # + the request's own levels
         return
     duplicate = _find_duplicate_key(body)
@@ -148,6 +151,55 @@ def _field_defaults(tp: type[msgspec.Struct]) -> tuple[tuple[str, Any], ...]:
         (f.name, _REQUIRED if f.required else (f.default_factory() if f.default is msgspec.NODEFAULT else f.default))
         for f in fields
     )
+
+
+# One JSON string (escapes included) and, when it is an object key, the colon after it.  Matched
+# from the start of a valid JSON text, every match starts at an opening quote: no string is
+# split or missed, so the keys found are exactly the keys written.
+_STRING = re.compile(rb'"([^"\\]*(?:\\.[^"\\]*)*)"([ \t\r\n]*:)?', re.S)
+
+
+_FLAT_MAX_STRINGS = 32
+
+
+@functools.cache
+def _unset_field_keys(tp: type[msgspec.Struct]) -> tuple[tuple[str, bytes, Any], ...]:
+    return tuple(
+        (name, msgspec.structs.fields(tp)[i].encode_name.encode(), default)
+        for i, (name, default) in enumerate(_field_defaults(tp))
+    )
+
+
+def _flat_keys_unique(body: bytes, value: Any) -> bool:
+    """True when ``value`` is a Struct whose set fields hold no objects and the keys written
+    prove no repetition: as many keys as set fields, plus at most one key spelled like each
+    field left at its default (it may or may not have been written).  Exact: every set field
+    was written at least once and each key spelled like an unset field counts once, so equal
+    totals leave no room for a repeated key anywhere.  False means "not settled here"."""
+    if not isinstance(value, msgspec.Struct):
+        return False
+    written = 0  # keys known to be in the text: the fields not at their default
+    unset: list[bytes] = []
+    for name, key, default in _unset_field_keys(type(value)):
+        item = getattr(value, name)
+        if default is _REQUIRED or item != default:
+            if _count_keys(item, 2):  # holds objects (documents, a filter): left to the paths below
+                return False
+            written += 1
+        else:
+            unset.append(key)
+    keys = []
+    for count, string in enumerate(_STRING.finditer(body)):
+        if count == _FLAT_MAX_STRINGS:
+            return False  # many strings (ids, say): tokenizing them all costs more than it saves
+        if string.group(2) is not None:
+            keys.append(string.group(1))
+    for key in unset:
+        seen = keys.count(key)
+        if seen > 1:
+            return False
+        written += seen
+    return len(keys) == written
 
 
 def _count_keys(value: Any, levels: int) -> int:

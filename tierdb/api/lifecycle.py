@@ -21,6 +21,8 @@ from ..errors import TierDBError, unavailable
 
 log = logging.getLogger("tierdb.api")
 
+HOST_STATE_KEY = "engine_host"  # app.state[...] holds the app's EngineHost
+
 _running_hosts: "weakref.WeakSet[EngineHost]" = weakref.WeakSet()
 
 

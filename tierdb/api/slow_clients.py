@@ -35,6 +35,18 @@ class BodyReadTimeout(HTTPException):
     status_code = HTTP_408_REQUEST_TIMEOUT
 
 
+def body_already_received(receive: Receive) -> bool:
+    """True when ``receive`` is a uvicorn request cycle's that holds the whole body already
+    (nothing more to come, the message ready): reading it cannot wait, so it needs no deadline.
+    This is the common case for small bodies such as queries, and the deadline's timer costs
+    microseconds per request.  Any other ``receive`` (another server, a test client) says False."""
+    cycle = getattr(receive, "__self__", None)
+    if getattr(cycle, "more_body", True) is not False:
+        return False
+    event = getattr(cycle, "message_event", None)
+    return isinstance(event, asyncio.Event) and event.is_set()
+
+
 class BodyReadTimeoutMiddleware:
     """Raises ``BodyReadTimeout`` when the request body is not complete ``timeout_secs`` after
     the request started (a deadline for the whole body, so trickling bytes does not extend it)."""
@@ -44,7 +56,7 @@ class BodyReadTimeoutMiddleware:
         self.timeout_secs = timeout_secs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or body_already_received(receive):
             await self.app(scope, receive, send)
             return
         await self.app(scope, self._with_deadline(scope, receive), send)  # type: ignore[arg-type]

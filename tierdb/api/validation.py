@@ -12,20 +12,20 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..engine.vectors import CheckedMatrix, as_matrix, rows_safe
 from ..errors import invalid
 
 
-def to_matrix(rows: Sequence[Sequence[float]], dimension: int, label: Callable[[int], str]) -> np.ndarray:
-    """``rows`` as a (n, dimension) float32 array; ``label(i)`` names row i in error messages."""
+def _check_lengths(rows: Sequence[Sequence[float]], dimension: int, label: Callable[[int], str]) -> None:
     for i, row in enumerate(rows):
         if len(row) != dimension:
             raise invalid(
                 f"{label(i)} has {len(row)} values but the collection has dimension {dimension}",
                 field=label(i),
             )
-    with np.errstate(over="ignore", invalid="ignore"):
-        matrix = np.array(rows, dtype=np.float32)
-    matrix = matrix.reshape(len(rows), dimension)
+
+
+def _check_finite(matrix: np.ndarray, label: Callable[[int], str]) -> None:
     finite = np.isfinite(matrix)
     if not finite.all():
         bad = int(np.flatnonzero(~finite.all(axis=1))[0])
@@ -33,4 +33,27 @@ def to_matrix(rows: Sequence[Sequence[float]], dimension: int, label: Callable[[
             f"{label(bad)} contains NaN, infinity or a value outside the float32 range",
             field=label(bad),
         )
+
+
+def to_matrix(rows: Sequence[Sequence[float]], dimension: int, label: Callable[[int], str]) -> np.ndarray:
+    """``rows`` as a (n, dimension) float32 array; ``label(i)`` names row i in error messages."""
+    _check_lengths(rows, dimension, label)
+    with np.errstate(over="ignore", invalid="ignore"):
+        matrix = np.array(rows, dtype=np.float32)
+    matrix = matrix.reshape(len(rows), dimension)
+    _check_finite(matrix, label)
     return matrix
+
+
+def query_matrix(rows: Sequence[Sequence[float]], dimension: int, label: Callable[[int], str]) -> CheckedMatrix:
+    """``to_matrix`` plus the engine's own checks (norm bound), done once: the engine takes the
+    result as already checked.  One float32 pass settles the common case; only a failing row
+    goes through the checks that name it."""
+    _check_lengths(rows, dimension, label)
+    with np.errstate(over="ignore", invalid="ignore"):
+        matrix = np.array(rows, dtype=np.float32).reshape(len(rows), dimension)
+        safe = rows_safe(matrix)
+    if not safe:
+        _check_finite(matrix, label)
+        matrix = as_matrix(matrix, dimension, what="query vector")  # names a row whose norm is too big
+    return CheckedMatrix(matrix)
