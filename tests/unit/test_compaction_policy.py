@@ -34,3 +34,20 @@ def test_full_merges_everything_unless_already_clean():
     assert sorted(plan_merge([seg(1, 10), seg(2, 5000)], SETTINGS, full=True)) == ["s1", "s2"]
     assert plan_merge([seg(1, 10)], SETTINGS, full=True) == []
     assert plan_merge([seg(1, 10, live=9)], SETTINGS, full=True) == ["s1"]
+
+
+def test_rewrites_a_segment_once_its_dead_fraction_passes_rebuild_threshold():
+    assert plan_merge([seg(1, 1000, live=810)], SETTINGS) == []   # 19% dead: tombstones stay
+    assert plan_merge([seg(1, 1000, live=790)], SETTINGS) == ["s1"]  # 21% dead: rebuilt
+
+
+def test_growth_base_is_the_largest_indexed_segment_unless_too_dead():
+    from tierdb.engine.compaction import growth_base
+
+    assert growth_base([seg(1, 100), seg(2, 5000), seg(3, 300)], SETTINGS) == "s2"
+    assert growth_base([seg(1, 100), seg(2, 5000, live=3900)], SETTINGS) is None  # 22% dead: rebuild
+    assert growth_base([seg(1, 100), seg(2, 5000, live=4100)], SETTINGS) == "s2"  # 18% dead: grow
+    big_unindexed = SegmentState("s2", 5000, 5000, indexed=False)
+    assert growth_base([seg(1, 100), big_unindexed], SETTINGS) == "s1"
+    assert growth_base([SegmentState("a", 10, 10, False), SegmentState("b", 20, 20, False)], SETTINGS) is None
+    assert growth_base([seg(1, 5000)], SETTINGS) is None  # a lone segment is merged only to purge

@@ -20,6 +20,7 @@ class SegmentState:
     id: str
     rows: int
     live_rows: int
+    indexed: bool = True
 
 
 def should_flush(m: MemtableState, settings: CompactionSettings) -> str | None:
@@ -39,8 +40,8 @@ def plan_merge(segments: list[SegmentState], settings: CompactionSettings, *, fu
     """Ids of the segments to merge into one, or [] for nothing to do.
 
     Size-tiered: segments fall into tiers by live rows (powers of 4); the first tier holding
-    ``merge_min_segments`` segments is merged, capped at ``merge_max_rows``.  A segment that is
-    mostly dead (over half its rows) is rewritten on its own to purge them.  ``full`` merges
+    ``merge_min_segments`` segments is merged, capped at ``merge_max_rows``.  A segment whose dead
+    fraction passes ``rebuild_dead_fraction`` is rewritten on its own to purge them.  ``full`` merges
     everything that has more than one segment or any dead row.
     """
     if full:
@@ -62,6 +63,22 @@ def plan_merge(segments: list[SegmentState], settings: CompactionSettings, *, fu
             if len(chosen) > 1:
                 return chosen
     for seg in segments:
-        if seg.rows and seg.live_rows * 2 < seg.rows:
+        if seg.rows and too_dead_to_grow(seg, settings):
             return [seg.id]
     return []
+
+
+def too_dead_to_grow(seg: SegmentState, settings: CompactionSettings) -> bool:
+    return seg.rows - seg.live_rows > settings.rebuild_dead_fraction * seg.rows
+
+
+def growth_base(segments: list[SegmentState], settings: CompactionSettings) -> str | None:
+    """The segment whose index a merge of ``segments`` grows instead of building a new one:
+    the largest indexed segment, keeping its dead rows as tombstones.  None (build from scratch)
+    when there is nothing to add to it or its dead fraction passes ``rebuild_dead_fraction``."""
+    if len(segments) < 2:
+        return None  # a lone segment is merged only to purge its dead rows
+    base = max(segments, key=lambda s: (s.indexed, s.rows))
+    if not base.indexed or too_dead_to_grow(base, settings):
+        return None
+    return base.id

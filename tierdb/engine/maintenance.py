@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import time
 import uuid
@@ -121,26 +122,52 @@ class MaintenanceMixin(CollectionState):
             ]
         return self._build(source_rows) if source_rows else None
 
-    def _build(self, source_rows: list[tuple[RowSource, int]]) -> _Built:
+    def _build(self, source_rows: list[tuple[RowSource, int]], base: segments.Segment | None = None,
+               wal_seq: int = 0) -> _Built:
+        """A new segment holding ``source_rows`` in order.  With a ``base`` segment (whose rows
+        all come first, in order) its index is grown by the other rows instead of built anew;
+        the base's rows dead as of ``wal_seq`` stay as tombstones, recorded in the ref."""
         ids = [src.ids[row] for src, row in source_rows]
-        raw = np.stack([src.raw_vectors()[row] for src, row in source_rows]).astype(np.float32, copy=False)
+        raw = _gather_vectors(source_rows)
         metadata = [src.metadata[row] for src, row in source_rows]
-        index = None
-        if len(ids) >= self.settings.index.threshold:
-            try:
+        index, dead = None, []
+        try:
+            if base is not None:
+                index, dead = self._grow(base, raw[base.size():], wal_seq)
+            elif len(ids) >= self.settings.index.threshold:
                 index = segments.build_index(raw, self.spec.metric, self.hnsw, self.settings.index.build_threads,
                                              should_stop=lambda: self._stopping)
-            except segments.BuildAbandoned as exc:
-                raise unavailable(
-                    f"collection {self.name!r} is closing: index build of {len(ids)} rows abandoned ({exc}); "
-                    "the rows stay in the WAL and the next start replays them",
-                    collection=self.name,
-                ) from None
+        except segments.BuildAbandoned as exc:
+            raise unavailable(
+                f"collection {self.name!r} is closing: index build of {len(ids)} rows abandoned ({exc}); "
+                "the rows stay in the WAL and the next start replays them",
+                collection=self.name,
+            ) from None
         data = segments.encode(raw, ids, metadata, self.spec.metric, self.hnsw, index)
         seg_id = uuid.uuid4().hex
         seg = segments.Segment(seg_id, self.spec.metric, ids, raw, metadata, index, self.hnsw.ef_search)
-        ref = SegmentRef(id=seg_id, rows=len(ids), size=len(data), sha256=hashlib.sha256(data).hexdigest(), indexed=index is not None)
+        ref = SegmentRef(id=seg_id, rows=len(ids), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                         indexed=index is not None, dead=dead)
         return _Built(seg, ref, source_rows, data)
+
+    def _grow(self, base: segments.Segment, new_raw: np.ndarray, wal_seq: int) -> tuple[Any, list[int]]:
+        """A clone of ``base``'s index grown by ``new_raw``, and the base rows dead as of
+        ``wal_seq`` (tombstones the new segment's manifest entry records)."""
+        source = base.index
+        assert source is not None
+        started = time.perf_counter()
+        index = segments.clone_index(source, base.size() + len(new_raw))
+        with self._rw.read():  # after the clone, so every mark it copied is listed here
+            marked = list(base.death_seq)
+            dead = base.deaths_up_to(wal_seq)
+        # The saved index carries no marks: _install (and recovery, from the ref) re-apply them.
+        segments.clear_deletions(index, marked)
+        segments.grow_index(index, new_raw, self.hnsw, self.settings.index.build_threads,
+                            should_stop=lambda: self._stopping)
+        log.info("segment index grown", extra={"collection": self.name, "base": base.id, "base_rows": base.size(),
+                                               "added_rows": len(new_raw), "tombstones": len(dead),
+                                               "secs": round(time.perf_counter() - started, 3)})
+        return index, dead
 
     async def _publish(self, *, wal_seq: int, replace: set[str], add: list[SegmentRef], built: _Built | None) -> None:
         assert self.manifest is not None
@@ -258,12 +285,30 @@ class MaintenanceMixin(CollectionState):
                                             "rows": built.ref.rows if built else 0})
 
     def _build_from_segments(self, chosen: set[str], wal_seq: int) -> _Built | None:
-        source_rows: list[tuple[RowSource, int]] = []
         with self._rw.read():
-            for seg in self.segments:
-                if seg.id in chosen:
+            members = [seg for seg in self.segments if seg.id in chosen]
+            base_id = compaction.growth_base(
+                [compaction.SegmentState(s.id, s.size(), s.live_count(), s.indexed) for s in members],
+                self.settings.compaction,
+            )
+            base = next((seg for seg in members if seg.id == base_id), None)
+            source_rows: list[tuple[RowSource, int]] = []
+            if base is not None:  # every base row keeps its number; its dead ones become tombstones
+                source_rows.extend((base, r) for r in range(base.size()))
+            for seg in members:
+                if seg is not base:
                     purged = {r for r, s in seg.death_seq.items() if s <= wal_seq}
                     source_rows.extend((seg, r) for r in range(seg.size()) if r not in purged)
         if not source_rows:
             return None
-        return self._build(source_rows)
+        return self._build(source_rows, base, wal_seq)
+
+
+def _gather_vectors(source_rows: list[tuple[RowSource, int]]) -> np.ndarray:
+    """The vectors of ``source_rows`` as one float32 matrix (a fancy index per run of rows from
+    the same source, not a Python step per row)."""
+    parts = []
+    for src, run in itertools.groupby(source_rows, key=lambda item: item[0]):
+        rows = np.fromiter((row for _, row in run), dtype=np.int64)
+        parts.append(src.raw_vectors()[rows])
+    return np.concatenate(parts).astype(np.float32, copy=False)
