@@ -34,7 +34,7 @@ def exact_top(vectors: np.ndarray, live: list[int], queries: np.ndarray, k: int)
 
 
 async def test_merge_grows_largest_keeping_row_numbers_and_tombstones(tmp_path):
-    engine = Engine(make_settings(tmp_path / "data"))
+    engine = Engine(make_settings(tmp_path / "data", flush_grow_ratio=0))
     await engine.start()
     await engine.create_collection(spec(dimension=DIM))
     coll = engine.get_collection("docs")
@@ -77,7 +77,7 @@ async def test_grown_segment_recall_matches_a_rebuild(tmp_path):
     recalls = {}
     for name, fraction in (("grown", 0.2), ("rebuilt", 0.0)):
         # rebuild_dead_fraction 0 with one dead row forces the rebuild path on the same data
-        engine = Engine(make_settings(tmp_path / name, rebuild_dead_fraction=fraction))
+        engine = Engine(make_settings(tmp_path / name, rebuild_dead_fraction=fraction, flush_grow_ratio=0))
         await engine.start()
         await engine.create_collection(spec(dimension=DIM))
         coll = engine.get_collection("docs")
@@ -97,7 +97,7 @@ async def test_grown_segment_recall_matches_a_rebuild(tmp_path):
 
 
 async def test_rebuilds_once_dead_fraction_passes_threshold(tmp_path):
-    engine = Engine(make_settings(tmp_path / "data", rebuild_dead_fraction=0.1))
+    engine = Engine(make_settings(tmp_path / "data", rebuild_dead_fraction=0.1, flush_grow_ratio=0))
     await engine.start()
     await engine.create_collection(spec(dimension=DIM))
     coll = engine.get_collection("docs")
@@ -108,6 +108,40 @@ async def test_rebuilds_once_dead_fraction_passes_threshold(tmp_path):
     [merged] = coll.segments
     assert merged.size() == 279 and merged.death_seq == {}
     assert coll.manifest.segments[0].dead == []
+    await engine.close()
+
+
+async def test_flush_grows_the_largest_indexed_segment(tmp_path):
+    engine = Engine(make_settings(tmp_path / "data", flush_grow_ratio=2.5))
+    await engine.start()
+    await engine.create_collection(spec(dimension=DIM))
+    coll = engine.get_collection("docs")
+    vectors = random_vectors(1000, DIM)
+    await coll.upsert([str(i) for i in range(200)], vectors[:200])
+    await coll.flush(force=True)
+    [first] = coll.segments
+    await coll.delete(["5"])
+    await coll.upsert([str(i) for i in range(200, 260)], vectors[200:260])  # 60 < index.threshold 64: own segment
+    await coll.flush(force=True)
+    assert [s.size() for s in coll.segments] == [200, 60]
+    await coll.upsert([str(i) for i in range(260, 360)], vectors[260:360])  # grows the 200-row segment
+    await coll.flush(force=True)
+    assert sorted(s.size() for s in coll.segments) == [60, 300]
+    grown = next(s for s in coll.segments if s.size() == 300)
+    assert grown.id != first.id and grown.indexed and grown.ids[200:] == [str(i) for i in range(260, 360)]
+    assert next(r for r in coll.manifest.segments if r.id == grown.id).dead == [5]
+    await coll.upsert([str(i) for i in range(360, 460)], vectors[360:460])  # 300 > 2.5 x 100 rows: own segment
+    await coll.flush(force=True)
+    assert sorted(s.size() for s in coll.segments) == [60, 100, 300]
+
+    live = [str(i) for i in range(460) if i != 5]
+    engine = await reopen(engine)
+    coll = engine.get_collection("docs")
+    assert sorted(coll.ids(), key=int) == live
+    for i, hits in enumerate(await coll.query(vectors[[5, 100, 300, 400]], k=3)):
+        assert "5" not in {h.id for h in hits}
+        if i:
+            assert hits[0].id == str([5, 100, 300, 400][i])
     await engine.close()
 
 

@@ -82,3 +82,23 @@ def growth_base(segments: list[SegmentState], settings: CompactionSettings) -> s
     if not base.indexed or too_dead_to_grow(base, settings):
         return None
     return base.id
+
+
+def flush_growth_base(
+    segments: list[SegmentState], flush_rows: int, index_threshold: int, settings: CompactionSettings
+) -> str | None:
+    """The segment a flush of ``flush_rows`` rows grows instead of writing a segment of its own,
+    or None.  Growing inserts each row into the index once; a segment of its own would index
+    the rows now and again when a merge adds them to a larger one.  It costs a copy of the
+    grown segment, so only while that segment has at most ``flush_grow_ratio`` rows per flushed
+    row.  Flushes too small for an index of their own stay separate (they cost no indexing)."""
+    if settings.flush_grow_ratio <= 0 or flush_rows < max(index_threshold, 1):
+        return None
+    fits = [
+        s for s in segments
+        if s.indexed
+        and not too_dead_to_grow(s, settings)
+        and s.rows + flush_rows <= settings.merge_max_rows
+        and s.rows <= settings.flush_grow_ratio * flush_rows
+    ]
+    return max(fits, key=lambda s: s.rows).id if fits else None

@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 
 from .. import keys, metrics
+from ..crashpoints import crash_point
 from ..errors import TierDBError, unavailable
 from ..models import CompactResult, Manifest, SegmentRef
 from . import compaction
@@ -31,6 +32,9 @@ from .rows import RowSource
 
 log = logging.getLogger(__name__)
 
+# crash points (tierdb/crashpoints.py) inside flush and merge
+MAINTENANCE_STEPS = ("maintenance:segment_stored", "maintenance:manifest_published")
+
 
 @dataclass
 class _Built:
@@ -38,6 +42,7 @@ class _Built:
     ref: SegmentRef
     source_rows: list[tuple[RowSource, int]]   # for each new row: where it came from
     data: bytes                                # the encoded segment object
+    grown_from: str | None = None              # the segment whose index was grown (it is replaced)
 
 
 class MaintenanceMixin(CollectionState):
@@ -95,8 +100,9 @@ class MaintenanceMixin(CollectionState):
         frozen, frozen_seq = await asyncio.to_thread(self._freeze)
         built = await asyncio.to_thread(self._build_from_memtables, frozen, frozen_seq)
         new_refs = [built.ref] if built else []
-        await self._publish(wal_seq=frozen_seq, replace=set(), add=new_refs, built=built)
-        await asyncio.to_thread(self._install, built, frozen, set())
+        replaced = {built.grown_from} if built and built.grown_from else set()
+        await self._publish(wal_seq=frozen_seq, replace=replaced, add=new_refs, built=built)
+        await asyncio.to_thread(self._install, built, frozen, replaced)
         self._after_publish()
         metrics.COMPACTIONS.labels(collection=self.name, kind="flush").inc()
         log.info("memtable flushed", extra={"collection": self.name, "rows": built.ref.rows if built else 0,
@@ -117,10 +123,17 @@ class MaintenanceMixin(CollectionState):
 
     def _build_from_memtables(self, frozen: list[Memtable], frozen_seq: int) -> _Built | None:
         with self._rw.read():
-            source_rows = [
+            source_rows: list[tuple[RowSource, int]] = [
                 (mem, int(row)) for mem in frozen for row in mem.live_rows(dead_after_seq=frozen_seq)
             ]
-        return self._build(source_rows) if source_rows else None
+            base_id = compaction.flush_growth_base(
+                [compaction.SegmentState(s.id, s.size(), s.live_count(), s.indexed) for s in self.segments],
+                len(source_rows), self.settings.index.threshold, self.settings.compaction,
+            )
+            base = next((seg for seg in self.segments if seg.id == base_id), None)
+            if base is not None:  # flush = grow: the base's rows first, numbers kept
+                source_rows = [(base, r) for r in range(base.size())] + source_rows
+        return self._build(source_rows, base, frozen_seq) if source_rows else None
 
     def _build(self, source_rows: list[tuple[RowSource, int]], base: segments.Segment | None = None,
                wal_seq: int = 0) -> _Built:
@@ -148,7 +161,7 @@ class MaintenanceMixin(CollectionState):
         seg = segments.Segment(seg_id, self.spec.metric, ids, raw, metadata, index, self.hnsw.ef_search)
         ref = SegmentRef(id=seg_id, rows=len(ids), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                          indexed=index is not None, dead=dead)
-        return _Built(seg, ref, source_rows, data)
+        return _Built(seg, ref, source_rows, data, base.id if base is not None else None)
 
     def _grow(self, base: segments.Segment, new_raw: np.ndarray, wal_seq: int) -> tuple[Any, list[int]]:
         """A clone of ``base``'s index grown by ``new_raw``, and the base rows dead as of
@@ -173,6 +186,7 @@ class MaintenanceMixin(CollectionState):
         assert self.manifest is not None
         if built is not None:
             await self.store.put(keys.segment_key(self.name, built.ref.id), built.data)
+            crash_point("maintenance:segment_stored")
         refs = await asyncio.to_thread(self._refs_as_of, wal_seq, replace)
         new = Manifest(
             version=self.manifest.version + 1,
@@ -183,6 +197,7 @@ class MaintenanceMixin(CollectionState):
             writer_id=self.writer_id,
         )
         await manifests.publish(self.store, new)
+        crash_point("maintenance:manifest_published")
         self.manifest = new
 
     def _refs_as_of(self, wal_seq: int, replace: set[str]) -> list[SegmentRef]:
