@@ -141,8 +141,7 @@ class MaintenanceMixin(CollectionState):
         all come first, in order) its index is grown by the other rows instead of built anew;
         the base's rows dead as of ``wal_seq`` stay as tombstones, recorded in the ref."""
         ids = [src.ids[row] for src, row in source_rows]
-        raw = _gather_vectors(source_rows)
-        metadata = [src.metadata[row] for src, row in source_rows]
+        raw, metadata = _gather(source_rows)
         index, dead = None, []
         try:
             if base is not None:
@@ -319,11 +318,13 @@ class MaintenanceMixin(CollectionState):
         return self._build(source_rows, base, wal_seq)
 
 
-def _gather_vectors(source_rows: list[tuple[RowSource, int]]) -> np.ndarray:
-    """The vectors of ``source_rows`` as one float32 matrix (a fancy index per run of rows from
-    the same source, not a Python step per row)."""
-    parts = []
+def _gather(source_rows: list[tuple[RowSource, int]]) -> tuple[np.ndarray, list[dict | None]]:
+    """The vectors (one float32 matrix) and metadata of ``source_rows``, read per run of rows
+    from the same source (one fancy index and one accessor call per run, not per row)."""
+    parts, metadata = [], []
     for src, run in itertools.groupby(source_rows, key=lambda item: item[0]):
         rows = np.fromiter((row for _, row in run), dtype=np.int64)
         parts.append(src.raw_vectors()[rows])
-    return np.concatenate(parts).astype(np.float32, copy=False)
+        source_metadata = src.metadata
+        metadata.extend(source_metadata[row] for row in rows.tolist())
+    return np.concatenate(parts).astype(np.float32, copy=False), metadata
