@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import keys, metrics
 from ..crashpoints import crash_point
-from ..errors import TierDBError, unavailable
+from ..errors import TierDBError, corrupt, unavailable
 from ..models import CompactResult, Manifest, SegmentRef
 from . import compaction
 from . import manifest as manifests
@@ -166,7 +166,10 @@ class MaintenanceMixin(CollectionState):
         """A clone of ``base``'s index grown by ``new_raw``, and the base rows dead as of
         ``wal_seq`` (tombstones the new segment's manifest entry records)."""
         source = base.index
-        assert source is not None
+        if source is None or source.element_count != base.size():
+            # labels are row numbers: appended rows must continue the base's numbering exactly
+            raise corrupt(f"collection {self.name!r}: segment {base.id} has no index of its {base.size()} rows to grow",
+                          collection=self.name, segment=base.id)
         started = time.perf_counter()
         index = segments.clone_index(source, base.size() + len(new_raw))
         with self._rw.read():  # after the clone, so every mark it copied is listed here
