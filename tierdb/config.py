@@ -60,6 +60,12 @@ class CompactionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     max_age_secs: float = 300.0      # ... or when its oldest write is this old
     merge_min_segments: int = 4      # merge when this many segments of similar size exist
     merge_max_rows: int = 2_000_000  # never merge into a segment larger than this
+    # A merge grows the largest segment's index (keeping its dead rows as tombstones) and
+    # rebuilds from scratch only once this fraction of its rows is dead.
+    rebuild_dead_fraction: float = 0.2
+    # A flush big enough for an index grows the largest indexed segment instead of writing its
+    # own, while that segment has at most this many rows per flushed row (0 = never).
+    flush_grow_ratio: float = 64.0
 
 
 class S3Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -357,6 +363,8 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("compaction.max_age_secs", _positive, "must be positive"),
     ("compaction.merge_min_segments", lambda v: v >= 2, "must be at least 2"),
     ("compaction.merge_max_rows", _positive, "must be positive"),
+    ("compaction.rebuild_dead_fraction", lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
+    ("compaction.flush_grow_ratio", _non_negative, "must not be negative (0 = flushes never grow a segment)"),
     ("s3.connect_timeout_secs", _positive, "must be positive"),
     ("s3.read_timeout_secs", _positive, "must be positive"),
     ("retry.max_retries", _non_negative, "must not be negative"),

@@ -34,3 +34,34 @@ def test_full_merges_everything_unless_already_clean():
     assert sorted(plan_merge([seg(1, 10), seg(2, 5000)], SETTINGS, full=True)) == ["s1", "s2"]
     assert plan_merge([seg(1, 10)], SETTINGS, full=True) == []
     assert plan_merge([seg(1, 10, live=9)], SETTINGS, full=True) == ["s1"]
+
+
+def test_rewrites_a_segment_once_its_dead_fraction_passes_rebuild_threshold():
+    assert plan_merge([seg(1, 1000, live=810)], SETTINGS) == []   # 19% dead: tombstones stay
+    assert plan_merge([seg(1, 1000, live=790)], SETTINGS) == ["s1"]  # 21% dead: rebuilt
+
+
+def test_growth_base_is_the_largest_indexed_segment_unless_too_dead():
+    from tierdb.engine.compaction import growth_base
+
+    assert growth_base([seg(1, 100), seg(2, 5000), seg(3, 300)], SETTINGS) == "s2"
+    assert growth_base([seg(1, 100), seg(2, 5000, live=3900)], SETTINGS) is None  # 22% dead: rebuild
+    assert growth_base([seg(1, 100), seg(2, 5000, live=4100)], SETTINGS) == "s2"  # 18% dead: grow
+    big_unindexed = SegmentState("s2", 5000, 5000, indexed=False)
+    assert growth_base([seg(1, 100), big_unindexed], SETTINGS) == "s1"
+    assert growth_base([SegmentState("a", 10, 10, False), SegmentState("b", 20, 20, False)], SETTINGS) is None
+    assert growth_base([seg(1, 5000)], SETTINGS) is None  # a lone segment is merged only to purge
+
+
+def test_flush_grows_the_largest_indexed_segment_that_fits():
+    from tierdb.engine.compaction import flush_growth_base
+
+    settings = CompactionSettings(merge_max_rows=10_000, flush_grow_ratio=10)
+    segs = [seg(1, 900), seg(2, 2000), SegmentState("big-unindexed", 5000, 5000, indexed=False)]
+    assert flush_growth_base(segs, 200, 100, settings) == "s2"          # 2000 <= 10 x 200
+    assert flush_growth_base(segs, 150, 100, settings) == "s1"          # 2000 > 10 x 150
+    assert flush_growth_base(segs, 50, 100, settings) is None           # below index.threshold
+    assert flush_growth_base([seg(1, 9900)], 1000, 100, settings) is None  # would pass merge_max_rows
+    assert flush_growth_base([seg(1, 1000, live=700)], 200, 100, settings) is None  # too dead
+    off = CompactionSettings(flush_grow_ratio=0)
+    assert flush_growth_base(segs, 200, 100, off) is None

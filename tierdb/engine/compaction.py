@@ -20,6 +20,7 @@ class SegmentState:
     id: str
     rows: int
     live_rows: int
+    indexed: bool = True
 
 
 def should_flush(m: MemtableState, settings: CompactionSettings) -> str | None:
@@ -39,8 +40,8 @@ def plan_merge(segments: list[SegmentState], settings: CompactionSettings, *, fu
     """Ids of the segments to merge into one, or [] for nothing to do.
 
     Size-tiered: segments fall into tiers by live rows (powers of 4); the first tier holding
-    ``merge_min_segments`` segments is merged, capped at ``merge_max_rows``.  A segment that is
-    mostly dead (over half its rows) is rewritten on its own to purge them.  ``full`` merges
+    ``merge_min_segments`` segments is merged, capped at ``merge_max_rows``.  A segment whose dead
+    fraction passes ``rebuild_dead_fraction`` is rewritten on its own to purge them.  ``full`` merges
     everything that has more than one segment or any dead row.
     """
     if full:
@@ -62,6 +63,42 @@ def plan_merge(segments: list[SegmentState], settings: CompactionSettings, *, fu
             if len(chosen) > 1:
                 return chosen
     for seg in segments:
-        if seg.rows and seg.live_rows * 2 < seg.rows:
+        if seg.rows and too_dead_to_grow(seg, settings):
             return [seg.id]
     return []
+
+
+def too_dead_to_grow(seg: SegmentState, settings: CompactionSettings) -> bool:
+    return seg.rows - seg.live_rows > settings.rebuild_dead_fraction * seg.rows
+
+
+def growth_base(segments: list[SegmentState], settings: CompactionSettings) -> str | None:
+    """The segment whose index a merge of ``segments`` grows instead of building a new one:
+    the largest indexed segment, keeping its dead rows as tombstones.  None (build from scratch)
+    when there is nothing to add to it or its dead fraction passes ``rebuild_dead_fraction``."""
+    if len(segments) < 2:
+        return None  # a lone segment is merged only to purge its dead rows
+    base = max(segments, key=lambda s: (s.indexed, s.rows))
+    if not base.indexed or too_dead_to_grow(base, settings):
+        return None
+    return base.id
+
+
+def flush_growth_base(
+    segments: list[SegmentState], flush_rows: int, index_threshold: int, settings: CompactionSettings
+) -> str | None:
+    """The segment a flush of ``flush_rows`` rows grows instead of writing a segment of its own,
+    or None.  Growing inserts each row into the index once; a segment of its own would index
+    the rows now and again when a merge adds them to a larger one.  It costs a copy of the
+    grown segment, so only while that segment has at most ``flush_grow_ratio`` rows per flushed
+    row.  Flushes too small for an index of their own stay separate (they cost no indexing)."""
+    if settings.flush_grow_ratio <= 0 or flush_rows < max(index_threshold, 1):
+        return None
+    fits = [
+        s for s in segments
+        if s.indexed
+        and not too_dead_to_grow(s, settings)
+        and s.rows + flush_rows <= settings.merge_max_rows
+        and s.rows <= settings.flush_grow_ratio * flush_rows
+    ]
+    return max(fits, key=lambda s: s.rows).id if fits else None

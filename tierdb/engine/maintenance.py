@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import time
 import uuid
@@ -19,7 +20,8 @@ import msgspec
 import numpy as np
 
 from .. import keys, metrics
-from ..errors import TierDBError, unavailable
+from ..crashpoints import crash_point
+from ..errors import TierDBError, corrupt, unavailable
 from ..models import CompactResult, Manifest, SegmentRef
 from . import compaction
 from . import manifest as manifests
@@ -30,6 +32,9 @@ from .rows import RowSource
 
 log = logging.getLogger(__name__)
 
+# crash points (tierdb/crashpoints.py) inside flush and merge
+MAINTENANCE_STEPS = ("maintenance:segment_stored", "maintenance:manifest_published")
+
 
 @dataclass
 class _Built:
@@ -37,6 +42,7 @@ class _Built:
     ref: SegmentRef
     source_rows: list[tuple[RowSource, int]]   # for each new row: where it came from
     data: bytes                                # the encoded segment object
+    grown_from: str | None = None              # the segment whose index was grown (it is replaced)
 
 
 class MaintenanceMixin(CollectionState):
@@ -94,8 +100,9 @@ class MaintenanceMixin(CollectionState):
         frozen, frozen_seq = await asyncio.to_thread(self._freeze)
         built = await asyncio.to_thread(self._build_from_memtables, frozen, frozen_seq)
         new_refs = [built.ref] if built else []
-        await self._publish(wal_seq=frozen_seq, replace=set(), add=new_refs, built=built)
-        await asyncio.to_thread(self._install, built, frozen, set())
+        replaced = {built.grown_from} if built and built.grown_from else set()
+        await self._publish(wal_seq=frozen_seq, replace=replaced, add=new_refs, built=built)
+        await asyncio.to_thread(self._install, built, frozen, replaced)
         self._after_publish()
         metrics.COMPACTIONS.labels(collection=self.name, kind="flush").inc()
         log.info("memtable flushed", extra={"collection": self.name, "rows": built.ref.rows if built else 0,
@@ -116,36 +123,72 @@ class MaintenanceMixin(CollectionState):
 
     def _build_from_memtables(self, frozen: list[Memtable], frozen_seq: int) -> _Built | None:
         with self._rw.read():
-            source_rows = [
+            source_rows: list[tuple[RowSource, int]] = [
                 (mem, int(row)) for mem in frozen for row in mem.live_rows(dead_after_seq=frozen_seq)
             ]
-        return self._build(source_rows) if source_rows else None
+            base_id = compaction.flush_growth_base(
+                [compaction.SegmentState(s.id, s.size(), s.live_count(), s.indexed) for s in self.segments],
+                len(source_rows), self.settings.index.threshold, self.settings.compaction,
+            )
+            base = next((seg for seg in self.segments if seg.id == base_id), None)
+            if base is not None:  # flush = grow: the base's rows first, numbers kept
+                source_rows = [(base, r) for r in range(base.size())] + source_rows
+        return self._build(source_rows, base, frozen_seq) if source_rows else None
 
-    def _build(self, source_rows: list[tuple[RowSource, int]]) -> _Built:
+    def _build(self, source_rows: list[tuple[RowSource, int]], base: segments.Segment | None = None,
+               wal_seq: int = 0) -> _Built:
+        """A new segment holding ``source_rows`` in order.  With a ``base`` segment (whose rows
+        all come first, in order) its index is grown by the other rows instead of built anew;
+        the base's rows dead as of ``wal_seq`` stay as tombstones, recorded in the ref."""
         ids = [src.ids[row] for src, row in source_rows]
-        raw = np.stack([src.raw_vectors()[row] for src, row in source_rows]).astype(np.float32, copy=False)
-        metadata = [src.metadata[row] for src, row in source_rows]
-        index = None
-        if len(ids) >= self.settings.index.threshold:
-            try:
+        raw, metadata = _gather(source_rows)
+        index, dead = None, []
+        try:
+            if base is not None:
+                index, dead = self._grow(base, raw[base.size():], wal_seq)
+            elif len(ids) >= self.settings.index.threshold:
                 index = segments.build_index(raw, self.spec.metric, self.hnsw, self.settings.index.build_threads,
                                              should_stop=lambda: self._stopping)
-            except segments.BuildAbandoned as exc:
-                raise unavailable(
-                    f"collection {self.name!r} is closing: index build of {len(ids)} rows abandoned ({exc}); "
-                    "the rows stay in the WAL and the next start replays them",
-                    collection=self.name,
-                ) from None
+        except segments.BuildAbandoned as exc:
+            raise unavailable(
+                f"collection {self.name!r} is closing: index build of {len(ids)} rows abandoned ({exc}); "
+                "the rows stay in the WAL and the next start replays them",
+                collection=self.name,
+            ) from None
         data = segments.encode(raw, ids, metadata, self.spec.metric, self.hnsw, index)
         seg_id = uuid.uuid4().hex
         seg = segments.Segment(seg_id, self.spec.metric, ids, raw, metadata, index, self.hnsw.ef_search)
-        ref = SegmentRef(id=seg_id, rows=len(ids), size=len(data), sha256=hashlib.sha256(data).hexdigest(), indexed=index is not None)
-        return _Built(seg, ref, source_rows, data)
+        ref = SegmentRef(id=seg_id, rows=len(ids), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                         indexed=index is not None, dead=dead)
+        return _Built(seg, ref, source_rows, data, base.id if base is not None else None)
+
+    def _grow(self, base: segments.Segment, new_raw: np.ndarray, wal_seq: int) -> tuple[Any, list[int]]:
+        """A clone of ``base``'s index grown by ``new_raw``, and the base rows dead as of
+        ``wal_seq`` (tombstones the new segment's manifest entry records)."""
+        source = base.index
+        if source is None or source.element_count != base.size():
+            # labels are row numbers: appended rows must continue the base's numbering exactly
+            raise corrupt(f"collection {self.name!r}: segment {base.id} has no index of its {base.size()} rows to grow",
+                          collection=self.name, segment=base.id)
+        started = time.perf_counter()
+        index = segments.clone_index(source, base.size() + len(new_raw))
+        with self._rw.read():  # after the clone, so every mark it copied is listed here
+            marked = list(base.death_seq)
+            dead = base.deaths_up_to(wal_seq)
+        # The saved index carries no marks: _install (and recovery, from the ref) re-apply them.
+        segments.clear_deletions(index, marked)
+        segments.grow_index(index, new_raw, self.hnsw, self.settings.index.build_threads,
+                            should_stop=lambda: self._stopping)
+        log.info("segment index grown", extra={"collection": self.name, "base": base.id, "base_rows": base.size(),
+                                               "added_rows": len(new_raw), "tombstones": len(dead),
+                                               "secs": round(time.perf_counter() - started, 3)})
+        return index, dead
 
     async def _publish(self, *, wal_seq: int, replace: set[str], add: list[SegmentRef], built: _Built | None) -> None:
         assert self.manifest is not None
         if built is not None:
             await self.store.put(keys.segment_key(self.name, built.ref.id), built.data)
+            crash_point("maintenance:segment_stored")
         refs = await asyncio.to_thread(self._refs_as_of, wal_seq, replace)
         new = Manifest(
             version=self.manifest.version + 1,
@@ -156,6 +199,7 @@ class MaintenanceMixin(CollectionState):
             writer_id=self.writer_id,
         )
         await manifests.publish(self.store, new)
+        crash_point("maintenance:manifest_published")
         self.manifest = new
 
     def _refs_as_of(self, wal_seq: int, replace: set[str]) -> list[SegmentRef]:
@@ -258,12 +302,32 @@ class MaintenanceMixin(CollectionState):
                                             "rows": built.ref.rows if built else 0})
 
     def _build_from_segments(self, chosen: set[str], wal_seq: int) -> _Built | None:
-        source_rows: list[tuple[RowSource, int]] = []
         with self._rw.read():
-            for seg in self.segments:
-                if seg.id in chosen:
+            members = [seg for seg in self.segments if seg.id in chosen]
+            base_id = compaction.growth_base(
+                [compaction.SegmentState(s.id, s.size(), s.live_count(), s.indexed) for s in members],
+                self.settings.compaction,
+            )
+            base = next((seg for seg in members if seg.id == base_id), None)
+            source_rows: list[tuple[RowSource, int]] = []
+            if base is not None:  # every base row keeps its number; its dead ones become tombstones
+                source_rows.extend((base, r) for r in range(base.size()))
+            for seg in members:
+                if seg is not base:
                     purged = {r for r, s in seg.death_seq.items() if s <= wal_seq}
                     source_rows.extend((seg, r) for r in range(seg.size()) if r not in purged)
         if not source_rows:
             return None
-        return self._build(source_rows)
+        return self._build(source_rows, base, wal_seq)
+
+
+def _gather(source_rows: list[tuple[RowSource, int]]) -> tuple[np.ndarray, list[dict | None]]:
+    """The vectors (one float32 matrix) and metadata of ``source_rows``, read per run of rows
+    from the same source (one fancy index and one accessor call per run, not per row)."""
+    parts, metadata = [], []
+    for src, run in itertools.groupby(source_rows, key=lambda item: item[0]):
+        rows = np.fromiter((row for _, row in run), dtype=np.int64)
+        parts.append(src.raw_vectors()[rows])
+        source_metadata = src.metadata
+        metadata.extend(source_metadata[row] for row in rows.tolist())
+    return np.concatenate(parts).astype(np.float32, copy=False), metadata

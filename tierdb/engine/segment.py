@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import hnswlib
 import msgspec
@@ -242,19 +242,70 @@ def build_index(
     slices once ``should_stop()`` is true."""
     index = hnswlib.Index(space=metric, dim=raw.shape[1])
     index.init_index(max_elements=max(len(raw), 1), M=params.m, ef_construction=params.ef_construction, allow_replace_deleted=False)
+    _add_in_slices(index, raw, 0, threads, should_stop)
+    index.set_ef(params.ef_search)
+    return index
+
+
+def clone_index(index: hnswlib.Index, capacity: int) -> hnswlib.Index:
+    """A private copy of ``index`` with room for ``capacity`` rows, deletion marks included;
+    ``index`` itself is untouched (it may keep serving searches meanwhile)."""
+    with _scratch_path() as path:
+        index.save_index(path)
+        clone = hnswlib.Index(space=index.space, dim=index.dim)
+        clone.load_index(path, max_elements=max(capacity, index.element_count, 1))
+    clone.set_ef(index.ef)
+    return clone
+
+
+def clear_deletions(index: hnswlib.Index, rows: Iterable[int]) -> None:
+    """Unmark ``rows`` that carry a deletion mark (rows without one are skipped), so a saved
+    index holds no marks: whoever loads it re-applies the deaths the manifest records."""
+    for row in rows:
+        try:
+            index.unmark_deleted(int(row))
+        except RuntimeError:  # not marked: the row died after the index was cloned
+            pass
+
+
+def grow_index(
+    index: hnswlib.Index,
+    new_raw: np.ndarray,
+    params: HnswParams,
+    threads: int,
+    should_stop: Callable[[], bool] | None = None,
+) -> hnswlib.Index:
+    """Append ``new_raw`` to ``index`` (a private clone) as rows ``element_count ..``: the graph
+    of the existing rows is kept, only the new rows are inserted.  Abandonable like
+    ``build_index``."""
+    first = index.element_count
+    if index.get_max_elements() < first + len(new_raw):
+        index.resize_index(first + len(new_raw))
+    _add_in_slices(index, new_raw, first, threads, should_stop)
+    index.set_ef(params.ef_search)
+    return index
+
+
+def _add_in_slices(
+    index: hnswlib.Index,
+    raw: np.ndarray,
+    first_label: int,
+    threads: int,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """``add_items`` of ``raw`` as labels ``first_label ..`` in slices of about
+    _BUILD_SLICE_SECS; raise BuildAbandoned between slices once ``should_stop()`` is true."""
     start, rows = 0, _MIN_SLICE_ROWS
     while start < len(raw):
         if should_stop is not None and should_stop():
             raise BuildAbandoned(f"index build stopped after {start} of {len(raw)} rows")
         end = min(start + rows, len(raw))
         began = time.perf_counter()
-        index.add_items(raw[start:end], np.arange(start, end), num_threads=threads or -1)
+        index.add_items(raw[start:end], np.arange(first_label + start, first_label + end), num_threads=threads or -1)
         took = time.perf_counter() - began
         rate = (end - start) / max(took, 1e-6)
         rows = int(min(max(rate * _BUILD_SLICE_SECS, _MIN_SLICE_ROWS), _MAX_SLICE_ROWS, 2 * rows))
         start = end
-    index.set_ef(params.ef_search)
-    return index
 
 
 def encode(

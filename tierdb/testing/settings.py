@@ -40,7 +40,8 @@ def engine_settings(data_dir: str, s3: S3Settings, policy: str = "memory_s3", **
     values: dict[str, Any] = {
         "storage": StorageSettings(data_dir=data_dir, tiering_policy=policy),
         "index": IndexSettings(threshold=64, ef_construction=100, ef_search=64, build_threads=1),
-        "compaction": CompactionSettings(interval_secs=HOUR, threshold_ops=100_000, max_age_secs=HOUR),
+        # flush_grow_ratio=0: flushes write segments of their own (the shapes these tests build)
+        "compaction": CompactionSettings(interval_secs=HOUR, threshold_ops=100_000, max_age_secs=HOUR, flush_grow_ratio=0),
         "s3": s3,
         "retry": FAST_RETRY,
         "uploader": UploaderSettings(interval_secs=HOUR, group_commit_ms=5, backoff_base_secs=0.0),
