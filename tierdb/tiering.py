@@ -37,6 +37,13 @@ class Policy:
     local_cleanup: bool      # flush/merge delete local files the latest manifest no longer needs
 
     @property
+    def grows_on_flush(self) -> bool:
+        """A flush may grow the largest segment (compaction.flush_grow_ratio) only where segments
+        stay on local disk: where they go to S3, every flush would re-upload the whole grown
+        segment (bytes shipped per flush ~ the collection, not the flush)."""
+        return not self.needs_s3
+
+    @property
     def restores_to_disk(self) -> bool:
         """A full local copy backed by S3: a node without it restores it from S3."""
         return self.needs_s3 and not self.segments_in_s3

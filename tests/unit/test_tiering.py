@@ -80,3 +80,11 @@ def test_no_module_but_tiering_names_a_policy():
         for hit in _policy_literals(path)
     ]
     assert found == []
+
+
+def test_only_local_segments_grow_on_flush():
+    """A grown segment is rewritten whole: where segments go to S3 that would re-upload it on
+    every flush, so only the memory policy grows on flush."""
+    assert {name: policy.grows_on_flush for name, policy in POLICIES.items()} == {
+        "memory": True, "memory_s3": False, "s3_only": False,
+    }

@@ -129,7 +129,7 @@ class MaintenanceMixin(CollectionState):
             base_id = compaction.flush_growth_base(
                 [compaction.SegmentState(s.id, s.size(), s.live_count(), s.indexed) for s in self.segments],
                 len(source_rows), self.settings.index.threshold, self.settings.compaction,
-            )
+            ) if self.policy.grows_on_flush else None
             base = next((seg for seg in self.segments if seg.id == base_id), None)
             if base is not None:  # flush = grow: the base's rows first, numbers kept
                 source_rows = [(base, r) for r in range(base.size())] + source_rows
