@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 import msgspec
@@ -123,8 +124,8 @@ class MaintenanceMixin(CollectionState):
 
     def _build(self, source_rows: list[tuple[RowSource, int]]) -> _Built:
         ids = [src.ids[row] for src, row in source_rows]
-        raw = np.stack([src.raw_vectors()[row] for src, row in source_rows]).astype(np.float32, copy=False)
-        metadata = [src.metadata[row] for src, row in source_rows]
+        raw = _gather_vectors(source_rows)
+        metadata = segments.MetadataColumn.of([src.metadata[row] for src, row in source_rows])
         index = None
         if len(ids) >= self.settings.index.threshold:
             try:
@@ -267,3 +268,13 @@ class MaintenanceMixin(CollectionState):
         if not source_rows:
             return None
         return self._build(source_rows)
+
+
+def _gather_vectors(source_rows: list[tuple[RowSource, int]]) -> np.ndarray:
+    """The raw vectors of ``source_rows`` in order, one ``vectors_of`` call per run of rows
+    from the same source (indexed segments read them back from their index)."""
+    parts = [
+        src.vectors_of(np.fromiter((row for _, row in run), dtype=np.int64))
+        for src, run in groupby(source_rows, key=lambda sr: sr[0])
+    ]
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
