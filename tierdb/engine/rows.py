@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from itertools import islice
-from typing import Sequence
 
 import numpy as np
 

@@ -80,7 +80,7 @@ class MetadataColumn:
         self.offsets = offsets  # int64, len(rows) + 1
 
     @classmethod
-    def of(cls, metadata: "list[dict | None] | MetadataColumn") -> "MetadataColumn":
+    def of(cls, metadata: list[dict | None] | MetadataColumn) -> "MetadataColumn":
         if isinstance(metadata, MetadataColumn):
             return metadata
         buf = bytearray()
@@ -148,7 +148,7 @@ class Segment(RowSource):
         metric: str,
         ids: list[str],
         raw: np.ndarray | None,
-        metadata: "list[dict | None] | MetadataColumn",
+        metadata: list[dict | None] | MetadataColumn,
         index: hnswlib.Index | None,
         ef_search: int,
         *,
@@ -369,7 +369,7 @@ def build_index(
 def encode(
     raw: np.ndarray,
     ids: list[str],
-    metadata: "list[dict | None] | MetadataColumn",
+    metadata: list[dict | None] | MetadataColumn,
     metric: str,
     params: HnswParams,
     index: hnswlib.Index | None,
