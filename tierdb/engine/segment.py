@@ -254,14 +254,20 @@ class Segment(RowSource):
 
     def _vectors_including_deleted(self, data: SegmentData, rows: np.ndarray) -> np.ndarray:
         """Unmark, read and re-mark deleted rows.  The ef write lock keeps every search of this
-        index out meanwhile; _load_lock keeps kills (mark_deleted) out and makes ``_alive`` say
-        exactly which labels the index has marked."""
+        index out meanwhile; _load_lock keeps kills (mark_deleted) out.  Only dead rows can be
+        marked; one may not be in ``data`` if it was evicted and reloaded since (then it is
+        left as it is)."""
         index = data.index
         assert index is not None
         with self._ef_lock.write(), self._load_lock:
-            dead = [int(r) for r in np.unique(rows) if not self._alive[r]]
-            for row in dead:
-                index.unmark_deleted(row)
+            dead = []
+            for row in np.unique(rows).tolist():
+                if not self._alive[row]:
+                    try:
+                        index.unmark_deleted(row)
+                    except RuntimeError:  # not marked in this copy of the index
+                        continue
+                    dead.append(row)
             try:
                 return index.get_items(rows, return_type="numpy")
             finally:
