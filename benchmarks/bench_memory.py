@@ -1,10 +1,15 @@
 """Benchmark of the `memory` policy against raw hnswlib, in one run, on the shared dataset.
 
     python benchmarks/bench_memory.py [--n 50000] [--queries 1000] [--restart-rows 500000]
+    python benchmarks/bench_memory.py --footprint-only [--n 50000] [--restart-rows 500000]
 
 Measures recall@10, query latency (in-process and over HTTP), ingest throughput (in-process,
 HTTP JSON, HTTP msgpack) and restart-to-ready time, and prints ratios against raw hnswlib
-with the same M / ef_construction / ef.  Results go to benchmarks/results/memory.{json,md}.
+with the same M / ef_construction / ef.  The footprint part (alone with --footprint-only)
+opens the stored collection in a fresh process and reports its RSS growth, the RSS left after
+close(), in-process open-to-ready seconds and the segment bytes on disk, each against the bare
+hnswlib index of the same rows (its saved file and its RSS when loaded).  Results go to
+benchmarks/results/memory.{json,md} (footprint-only: memory_footprint.{json,md}).
 """
 
 from __future__ import annotations
@@ -144,6 +149,106 @@ def bench_http_query(url: str, queries: np.ndarray, gt: np.ndarray) -> dict:
     return {"query": summary, "recall_at_10": round(recall_at_k(found, gt, K), 4)}
 
 
+_FOOTPRINT_SCRIPT = """
+import asyncio, gc, json, sys, time
+import hnswlib
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+mode, path = sys.argv[1], sys.argv[2]
+if mode != "hnswlib":  # imports first: only the data counts
+    sys.path.insert(0, sys.argv[3])
+    from bench_memory import engine_settings
+    from tierdb.node import Engine
+gc.collect()
+before = rss()
+started = time.perf_counter()
+if mode == "hnswlib":
+    index = hnswlib.Index(space="cosine", dim=int(sys.argv[3]))
+    index.load_index(path)
+    ready = time.perf_counter() - started
+    loaded = rss()
+    del index
+else:
+    async def run():
+        engine = Engine(engine_settings(path))
+        await engine.start()
+        ready = time.perf_counter() - started
+        gc.collect()
+        loaded = rss()
+        await engine.close()
+        return ready, loaded
+
+    ready, loaded = asyncio.run(run())
+gc.collect()
+print(json.dumps({"before": before, "loaded": loaded, "closed": rss(), "ready_secs": ready}))
+"""
+
+
+def _footprint_process(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _FOOTPRINT_SCRIPT, *args], capture_output=True, text=True,
+                         check=True, timeout=3600, env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path])))
+    return msgspec.json.decode(out.stdout.strip().splitlines()[-1])
+
+
+def segment_bytes(data_dir: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, f))
+        for root, _, files in os.walk(data_dir)
+        for f in files
+        if f.endswith(".seg") and os.sep + "segments" in root
+    )
+
+
+def bench_footprint(data_dir: str, base: np.ndarray, rows: int) -> dict:
+    """RSS / disk / open time of the stored collection(s) against a bare hnswlib index of
+    ``rows`` vectors (built from copies of ``base`` like the restart fixture: same sizes)."""
+    import hnswlib
+
+    with tempfile.TemporaryDirectory(prefix="tierdb-raw-index-") as tmp:
+        index = hnswlib.Index(space="cosine", dim=base.shape[1])
+        index.init_index(max_elements=rows, M=INDEX.m, ef_construction=INDEX.ef_construction)
+        for copy in range(rows // len(base)):
+            index.add_items(base, np.arange(copy * len(base), (copy + 1) * len(base)))
+        path = os.path.join(tmp, "index.bin")
+        index.save_index(path)
+        del index
+        raw_file = os.path.getsize(path)
+        raw = _footprint_process("hnswlib", path, str(base.shape[1]))
+    ours = _footprint_process("tierdb", data_dir, str(ROOT / "benchmarks"))
+    raw_rss = raw["loaded"] - raw["before"]
+    rss = ours["loaded"] - ours["before"]
+    disk = segment_bytes(data_dir)
+    return {
+        "rows": rows,
+        "raw_index_file_bytes": raw_file,
+        "raw_index_rss_bytes": raw_rss,
+        "raw_index_load_secs": round(raw["ready_secs"], 3),
+        "tierdb_rss_bytes": rss,
+        "tierdb_rss_after_close_bytes": ours["closed"] - ours["before"],
+        "tierdb_open_to_ready_secs": round(ours["ready_secs"], 3),
+        "tierdb_segment_bytes": disk,
+        "rss_vs_raw_index_rss": round(rss / raw_rss, 3),
+        "rss_vs_raw_index_file": round(rss / raw_file, 3),
+        "disk_vs_raw_index_file": round(disk / raw_file, 3),
+    }
+
+
+def footprint_rows(fp: dict) -> list[list]:
+    mb = 1 << 20
+    n = fp["rows"]
+    return [
+        [f"RSS of the data, {n} rows (MB)", round(fp["raw_index_rss_bytes"] / mb, 1), round(fp["tierdb_rss_bytes"] / mb, 1), "", ""],
+        [f"RSS / raw index RSS (file), {n}", 1.0, f'{fp["rss_vs_raw_index_rss"]} ({fp["rss_vs_raw_index_file"]})', "", "≤ 1.3"],
+        [f"RSS left after close(), {n} (MB)", "", round(fp["tierdb_rss_after_close_bytes"] / mb, 1), "", "≈ 0"],
+        [f"on disk / raw index file, {n}", f'{round(fp["raw_index_file_bytes"] / mb, 1)} MB',
+         f'{round(fp["tierdb_segment_bytes"] / mb, 1)} MB ({fp["disk_vs_raw_index_file"]}x)', "", "≤ 1.2"],
+        [f"open to ready in-process, {n} (s)", fp["raw_index_load_secs"], fp["tierdb_open_to_ready_secs"], "", "≤ 5 at 500k"],
+    ]
+
+
 async def build_restart_fixture(data_dir: str, base: np.ndarray, rows: int) -> None:
     """A collection of ``rows`` vectors in segments of len(base) rows (the dataset, shifted)."""
     engine = Engine(engine_settings(data_dir))
@@ -155,7 +260,7 @@ async def build_restart_fixture(data_dir: str, base: np.ndarray, rows: int) -> N
         noisy = base + rng.normal(0, 0.01, base.shape).astype(np.float32)
         for s in range(0, len(base), 5000):
             chunk = noisy[s : s + 5000]
-            await coll.upsert([f"{copy}-{i}" for i in range(s, s + len(chunk))], chunk)
+            await coll.upsert([f"{copy}-{i}" for i in range(s, s + len(chunk))], chunk, [{"row": i} for i in range(s, s + len(chunk))])
         await coll.compact()
     await engine.close()
 
@@ -165,9 +270,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--restart-rows", type=int, default=0, help="also time restart with this many stored vectors")
+    parser.add_argument("--footprint-only", action="store_true", help="only RSS / disk / open time (no latency runs)")
     args = parser.parse_args()
     data = load_dataset(args.n, args.queries)
     print(f"dataset: {data.base.shape[0]} x {data.base.shape[1]}, {len(data.queries)} queries")
+    if args.footprint_only:
+        main_footprint(data.base, args.restart_rows)
+        return
     tmp = tempfile.mkdtemp(prefix="tierdb-bench-")
     results: dict = {"machine": machine(), "n": len(data.base), "dim": data.base.shape[1], "k": K,
                      "hnsw": {"m": INDEX.m, "ef_construction": INDEX.ef_construction, "ef_search": INDEX.ef_search}}
@@ -177,6 +286,8 @@ def main() -> None:
         print("tierdb in-process ...")
         data_dir = os.path.join(tmp, "inproc")
         results["tierdb_in_process"] = inproc = asyncio.run(bench_in_process(data_dir, data.base, data.queries, data.gt))
+        print("footprint ...")
+        results["footprint"] = bench_footprint(data_dir, data.base, len(data.base))
         print("HTTP floor (benchmarks/floor_app.py) ...")
         results["http_floor"] = floor = bench_http_floor(data.queries)
         print("tierdb over HTTP ...")
@@ -195,6 +306,7 @@ def main() -> None:
             server, ready_secs = start_server(restart_dir)
             results[f"restart_to_ready_secs_{args.restart_rows}"] = round(ready_secs, 3)
             server.stop()
+            results["footprint_restart"] = bench_footprint(restart_dir, data.base, args.restart_rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -215,11 +327,35 @@ def main() -> None:
         ["HTTP ingest msgpack docs/s (ack) / raw", "", "", f'{http["ingest_msgpack_docs_per_sec"]} ({http["ingest_msgpack_docs_per_sec"] / r:.2f}x)', "≥ 0.6"],
         ["restart to ready, 50k (s)", "", "", results["restart_to_ready_secs_50k"], ""],
     ]
+    rows += footprint_rows(results["footprint"])
     if args.restart_rows:
         rows.append([f"restart to ready, {args.restart_rows} (s)", "", "", results[f"restart_to_ready_secs_{args.restart_rows}"], "≤ 10"])
+        rows += footprint_rows(results["footprint_restart"])
     table = markdown_table(["metric", "raw hnswlib", "tierdb in-process", "tierdb HTTP", "target"], rows)
     print(table)
     print("saved", save_results("memory", results, table))
+
+
+def main_footprint(base: np.ndarray, restart_rows: int) -> None:
+    """--footprint-only: the footprint rows at len(base) (and restart_rows) stored vectors."""
+    tmp = tempfile.mkdtemp(prefix="tierdb-bench-")
+    results: dict = {"machine": machine(), "dim": base.shape[1], "hnsw": {"m": INDEX.m, "ef_construction": INDEX.ef_construction}}
+    rows: list[list] = []
+    try:
+        for n in [len(base)] + ([restart_rows] if restart_rows else []):
+            print(f"footprint with {n} vectors ...")
+            data_dir = os.path.join(tmp, f"fp-{n}")
+            started = time.perf_counter()
+            asyncio.run(build_restart_fixture(data_dir, base, n))
+            print(f"  built in {time.perf_counter() - started:.0f} s")
+            results[f"footprint_{n}"] = fp = bench_footprint(data_dir, base, n)
+            print(fp)
+            rows += footprint_rows(fp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    table = markdown_table(["metric", "raw hnswlib", "tierdb in-process", "", "target"], rows)
+    print(table)
+    print("saved", save_results("memory_footprint", results, table))
 
 
 if __name__ == "__main__":

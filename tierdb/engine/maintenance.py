@@ -323,11 +323,12 @@ class MaintenanceMixin(CollectionState):
 
 def _gather(source_rows: list[tuple[RowSource, int]]) -> tuple[np.ndarray, list[dict | None]]:
     """The vectors (one float32 matrix) and metadata of ``source_rows``, read per run of rows
-    from the same source (one fancy index and one accessor call per run, not per row)."""
+    from the same source (one ``vectors_of`` call per run, not per row; dead rows of an indexed
+    segment included, which a grown base keeps as tombstones)."""
     parts, metadata = [], []
     for src, run in itertools.groupby(source_rows, key=lambda item: item[0]):
         rows = np.fromiter((row for _, row in run), dtype=np.int64)
-        parts.append(src.raw_vectors()[rows])
+        parts.append(src.vectors_of(rows))  # indexed segments read them back from their index
         source_metadata = src.metadata
         metadata.extend(source_metadata[row] for row in rows.tolist())
     return np.concatenate(parts).astype(np.float32, copy=False), metadata

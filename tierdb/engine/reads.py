@@ -9,6 +9,8 @@ import asyncio
 import time
 from typing import Any
 
+import numpy as np
+
 from .. import metrics
 from ..errors import unavailable
 from ..models import Document, Hit
@@ -47,7 +49,7 @@ class ReadsMixin(CollectionState):
                 loc = self._where.get(doc_id)
                 if loc is not None:
                     src, row = loc
-                    found.append(Document(doc_id, src.raw_vectors()[row].tolist(), src.metadata[row]))
+                    found.append(Document(doc_id, src.vectors_of(np.array([row]))[0].tolist(), src.metadata[row]))
         return found
 
     async def query(
@@ -178,12 +180,27 @@ class ReadsMixin(CollectionState):
                 key=lambda c: c[2],
             )
         clamp = self.spec.metric != "ip"
+        top = candidates[:k]
+        vectors = _hit_vectors(top) if include_vector else [None] * len(top)
         return [
             Hit(
                 id=src.ids[row],
                 distance=max(d, 0.0) if clamp else d,
                 metadata=src.metadata[row] if include_metadata else None,
-                vector=src.raw_vectors()[row].tolist() if include_vector else None,
+                vector=vector,
             )
-            for src, row, d in candidates[:k]
+            for (src, row, d), vector in zip(top, vectors)
         ]
+
+
+def _hit_vectors(hits: list[tuple[RowSource, int, float]]) -> list[list[float]]:
+    """The hits' raw vectors as lists, read with one ``vectors_of`` call per source."""
+    by_source: dict[int, tuple[RowSource, list[int]]] = {}
+    for i, (src, _, _) in enumerate(hits):
+        by_source.setdefault(id(src), (src, []))[1].append(i)
+    out: list[list[float]] = [[] for _ in hits]
+    for src, positions in by_source.values():
+        rows = np.array([hits[i][1] for i in positions], dtype=np.int64)
+        for i, vector in zip(positions, src.vectors_of(rows).tolist()):
+            out[i] = vector
+    return out

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
+from itertools import islice
 
 import numpy as np
 
@@ -44,7 +46,7 @@ class RowSource:
         self._mask_lock = threading.Lock()
 
     # -- provided by subclasses ---------------------------------------------------------------
-    metadata: list[dict | None]
+    metadata: Sequence[dict | None]  # indexable by row and iterable in row order
 
     def size(self) -> int:
         raise NotImplementedError
@@ -57,6 +59,10 @@ class RowSource:
 
     def row_norms(self) -> np.ndarray:
         raise NotImplementedError
+
+    def vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        """Raw vectors of ``rows``, shape (len(rows), dimension); dead rows included."""
+        return self.raw_vectors()[rows]
 
     def _kill_row(self, row: int) -> None:
         raise NotImplementedError
@@ -86,7 +92,7 @@ class RowSource:
                     self._mask_cache.move_to_end(key)
                     return cached
         n = self.size()
-        mask = np.fromiter((predicate(md) for md in self.metadata[:n]), dtype=bool, count=n)
+        mask = np.fromiter((predicate(md) for md in islice(self.metadata, n)), dtype=bool, count=n)
         if cacheable:
             with self._mask_lock:
                 self._mask_cache[key] = mask
@@ -111,7 +117,7 @@ class RowSource:
         if len(rows) == self.size():
             candidates, cand_norms = self.raw_vectors(), self.row_norms()
         else:
-            candidates, cand_norms = self.raw_vectors()[rows], self.row_norms()[rows]
+            candidates, cand_norms = self.vectors_of(rows), self.row_norms()[rows]
         dist = vec.distances(queries, candidates, cand_norms, self.metric)
         cols, d = vec.top_k(dist, k)
         return SearchResult(rows[cols], d.astype(np.float32, copy=False))

@@ -2,9 +2,21 @@
 
 Layout: ``b"TDBSEG01" | u32 header length | msgpack header | sections``.  The header records
 format version, dimension, metric, row count, hnsw parameters and, per section, its offset,
-length and sha256.  Sections: ``ids`` (msgpack list), ``vectors`` (float32 rows), ``metadata``
-(msgpack list) and, for segments with at least ``index.threshold`` rows, ``index`` (hnswlib's
-own serialisation).  Opening a segment loads the saved index; it never rebuilds one.
+length and sha256.  Opening a segment loads the saved index; it never rebuilds one.
+
+Format 2 (written now) stores every vector once:
+  ``ids``            msgpack list of str
+  ``metadata``       the rows' msgpack encodings back to back (``nil`` for no metadata) ...
+  ``meta_offsets``   ... and where each starts: little-endian u64, rows + 1 of them
+  indexed segments:  ``index`` (hnswlib's own serialisation, which holds the vectors) and
+                     ``norms`` (float32 |row|; for cosine hnswlib keeps only the normalised
+                     vector, raw = normalised x norm)
+  other segments:    ``vectors`` (float32 rows)
+Format 1 (still read) always had ``vectors`` and a msgpack list of metadata dicts.
+
+In RAM the same holds: an indexed segment keeps the index, the norms, the metadata bytes and
+offsets (rows are decoded when asked for) and its ids; raw vectors are read back from the
+index (``vectors_of``).
 """
 
 from __future__ import annotations
@@ -29,7 +41,8 @@ from .rows import RowSource, SearchResult
 from .rwlock import RWLock
 
 MAGIC = b"TDBSEG01"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _LEN = struct.Struct("<I")
 
 
@@ -51,24 +64,74 @@ class SegmentHeader(msgspec.Struct):
 _ids_codec = msgspec.msgpack.Decoder(list[str])
 _meta_codec = msgspec.msgpack.Decoder(list[dict | None])
 _header_codec = msgspec.msgpack.Decoder(SegmentHeader)
+_row_meta_codec = msgspec.msgpack.Decoder(dict | None)
 _encoder = msgspec.msgpack.Encoder()
+_MSGPACK_ARRAY32 = b"\xdd"
+
+
+class MetadataColumn:
+    """Rows' metadata as one msgpack blob plus offsets: no Python object per row until a row is
+    read.  Indexing decodes one row; iterating decodes them all in one call (filter scans)."""
+
+    __slots__ = ("blob", "offsets")
+
+    def __init__(self, blob: bytes, offsets: np.ndarray) -> None:
+        self.blob = blob
+        self.offsets = offsets  # int64, len(rows) + 1
+
+    @classmethod
+    def of(cls, metadata: list[dict | None] | MetadataColumn) -> "MetadataColumn":
+        if isinstance(metadata, MetadataColumn):
+            return metadata
+        buf = bytearray()
+        offsets = np.empty(len(metadata) + 1, np.int64)
+        offsets[0] = 0
+        for i, md in enumerate(metadata):
+            _encoder.encode_into(md, buf, -1)
+            offsets[i + 1] = len(buf)
+        return cls(bytes(buf), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, row: int) -> dict | None:
+        n = len(self)
+        if not -n <= row < n:
+            raise IndexError(f"metadata row {row} out of range ({n} rows)")
+        row %= n
+        start, end = int(self.offsets[row]), int(self.offsets[row + 1])
+        return _row_meta_codec.decode(memoryview(self.blob)[start:end])
+
+    def __iter__(self) -> Iterator[dict | None]:
+        # The rows are consecutive msgpack values, so an array header makes them one list.
+        whole = b"".join([_MSGPACK_ARRAY32, struct.pack(">I", len(self)), self.blob])
+        return iter(_meta_codec.decode(whole))
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.blob) + self.offsets.nbytes
 
 
 class SegmentData:
-    """The heavy part of a segment: what an s3_only node may evict from RAM and load again."""
+    """The heavy part of a segment: what an s3_only node may evict from RAM and load again.
+
+    ``raw`` is None for indexed segments: their vectors live only in the index."""
 
     __slots__ = ("raw", "norms", "metadata", "index")
 
-    def __init__(self, raw: np.ndarray, metadata: list[dict | None], index: hnswlib.Index | None) -> None:
+    def __init__(
+        self, raw: np.ndarray | None, norms: np.ndarray, metadata: MetadataColumn, index: hnswlib.Index | None
+    ) -> None:
         self.raw = raw
-        self.norms = vec.norms(raw)
+        self.norms = norms
         self.metadata = metadata
         self.index = index
 
     def nbytes(self) -> int:
-        rows, dim = self.raw.shape
-        index_bytes = 0 if self.index is None else rows * (dim * 4 + self.index.M * 8 + 64)
-        return self.raw.nbytes + self.norms.nbytes + index_bytes + 150 * rows
+        rows = len(self.norms)
+        raw_bytes = 0 if self.raw is None else self.raw.nbytes
+        index_bytes = 0 if self.index is None else rows * (self.index.dim * 4 + self.index.M * 8 + 64)
+        return raw_bytes + self.norms.nbytes + index_bytes + self.metadata.nbytes
 
 
 class Segment(RowSource):
@@ -84,17 +147,25 @@ class Segment(RowSource):
         segment_id: str,
         metric: str,
         ids: list[str],
-        raw: np.ndarray,
-        metadata: list[dict | None],
+        raw: np.ndarray | None,
+        metadata: list[dict | None] | MetadataColumn,
         index: hnswlib.Index | None,
         ef_search: int,
+        *,
+        norms: np.ndarray | None = None,
     ) -> None:
-        super().__init__(metric, raw.shape[1])
+        """``raw`` may be None when ``index`` and ``norms`` are given; with an index it is not
+        kept (the index holds the vectors)."""
+        if raw is None and (index is None or norms is None):
+            raise ValueError("a segment without raw vectors needs its index and row norms")
+        super().__init__(metric, index.dim if raw is None else raw.shape[1])
         self.id = segment_id
         self.ids = ids
         self._alive = np.ones(len(ids), bool)
         self._indexed = index is not None
-        self._data: SegmentData | None = SegmentData(raw, metadata, index)
+        row_norms = norms if norms is not None else vec.norms(raw)
+        kept_raw = None if index is not None else np.ascontiguousarray(raw, dtype=np.float32)
+        self._data: SegmentData | None = SegmentData(kept_raw, row_norms, MetadataColumn.of(metadata), index)
         self.default_ef = ef_search
         self._ef_lock = RWLock()
         self._load_lock = threading.Lock()
@@ -119,8 +190,8 @@ class Segment(RowSource):
         assert self.loader is not None, f"segment {self.id} was unloaded without a loader"
         fresh = self.loader()._data
         assert fresh is not None
-        for row in self.death_seq:
-            if fresh.index is not None:
+        if fresh.index is not None:  # caller holds _load_lock, so _alive and the index agree
+            for row in np.flatnonzero(~self._alive).tolist():
                 fresh.index.mark_deleted(row)
         return fresh
 
@@ -147,7 +218,7 @@ class Segment(RowSource):
         return self.data().index
 
     @property
-    def metadata(self) -> list[dict | None]:  # type: ignore[override]
+    def metadata(self) -> MetadataColumn:  # type: ignore[override]
         return self.data().metadata
 
     def size(self) -> int:
@@ -157,7 +228,51 @@ class Segment(RowSource):
         return self._alive
 
     def raw_vectors(self) -> np.ndarray:
-        return self.data().raw
+        """All rows' raw vectors; for an indexed segment a fresh copy read from the index."""
+        data = self.data()
+        if data.raw is not None:
+            return data.raw
+        return self.vectors_of(np.arange(self.size()))
+
+    def vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        """Raw float32 vectors of ``rows`` (dead rows included), shape (len(rows), dimension)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        data = self.data()
+        if data.raw is not None:
+            return data.raw[rows]
+        if len(rows) == 0:
+            return np.empty((0, self.dimension), np.float32)
+        assert data.index is not None
+        try:
+            stored = data.index.get_items(rows, return_type="numpy")
+        except RuntimeError:  # hnswlib refuses deleted labels: read those with searches held off
+            stored = self._vectors_including_deleted(data, rows)
+        stored = np.asarray(stored, dtype=np.float32).reshape(len(rows), self.dimension)
+        if self.metric == "cosine":
+            stored *= data.norms[rows][:, None]
+        return stored
+
+    def _vectors_including_deleted(self, data: SegmentData, rows: np.ndarray) -> np.ndarray:
+        """Unmark, read and re-mark deleted rows.  The ef write lock keeps every search of this
+        index out meanwhile; _load_lock keeps kills (mark_deleted) out.  Only dead rows can be
+        marked; one may not be in ``data`` if it was evicted and reloaded since (then it is
+        left as it is)."""
+        index = data.index
+        assert index is not None
+        with self._ef_lock.write(), self._load_lock:
+            dead = []
+            for row in np.unique(rows).tolist():
+                if not self._alive[row]:
+                    try:
+                        index.unmark_deleted(row)
+                    except RuntimeError:  # not marked in this copy of the index
+                        continue
+                    dead.append(row)
+            try:
+                return index.get_items(rows, return_type="numpy")
+            finally:
+                for row in dead:
+                    index.mark_deleted(row)
 
     def row_norms(self) -> np.ndarray:
         return self.data().norms
@@ -167,8 +282,8 @@ class Segment(RowSource):
         return data.nbytes() if data is not None else 0
 
     def _kill_row(self, row: int) -> None:
-        self._alive[row] = False
         with self._load_lock:
+            self._alive[row] = False
             if self._data is not None and self._data.index is not None:
                 self._data.index.mark_deleted(row)
 
@@ -311,18 +426,26 @@ def _add_in_slices(
 def encode(
     raw: np.ndarray,
     ids: list[str],
-    metadata: list[dict | None],
+    metadata: list[dict | None] | MetadataColumn,
     metric: str,
     params: HnswParams,
     index: hnswlib.Index | None,
+    *,
+    norms: np.ndarray | None = None,
 ) -> bytes:
+    """Format-2 bytes of a segment (``norms`` = |row| of ``raw`` when the caller has them)."""
+    column = MetadataColumn.of(metadata)
     sections: dict[str, bytes] = {
         "ids": _encoder.encode(ids),
-        "vectors": np.ascontiguousarray(raw, dtype=np.float32).tobytes(),
-        "metadata": _encoder.encode(metadata),
+        "metadata": column.blob,
+        "meta_offsets": column.offsets.astype("<u8").tobytes(),
     }
     if index is not None:
+        row_norms = norms if norms is not None else vec.norms(raw)
+        sections["norms"] = np.ascontiguousarray(row_norms, dtype="<f4").tobytes()
         sections["index"] = _index_to_bytes(index)
+    else:
+        sections["vectors"] = np.ascontiguousarray(raw, dtype="<f4").tobytes()
     refs: dict[str, SectionRef] = {}
     offset = 0
     for name, data in sections.items():
@@ -345,24 +468,49 @@ def decode(segment_id: str, data: bytes, *, verify: bool = True) -> Segment:
         header = _header_codec.decode(view[12:body])
     except msgspec.DecodeError as exc:
         raise corrupt(f"segment {segment_id}: unreadable header ({exc})", segment=segment_id) from exc
-    if header.format != FORMAT_VERSION:
+    if header.format not in READABLE_VERSIONS:
         raise corrupt(f"segment {segment_id}: unsupported format {header.format}", segment=segment_id)
 
     def section(name: str) -> memoryview:
-        ref = header.sections[name]
+        ref = header.sections.get(name)
+        if ref is None:
+            raise corrupt(f"segment {segment_id}: section {name!r} is missing", segment=segment_id)
         chunk = view[body + ref.offset : body + ref.offset + ref.length]
         if len(chunk) != ref.length or (verify and hashlib.sha256(chunk).hexdigest() != ref.sha256):
             raise corrupt(f"segment {segment_id}: section {name!r} failed its checksum", segment=segment_id)
         return chunk
 
+    def array(name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+        chunk = section(name)
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if len(chunk) != expected:
+            raise corrupt(f"segment {segment_id}: section {name!r} has {len(chunk)} bytes, expected {expected}",
+                          segment=segment_id)
+        # Copied so nothing keeps the whole file's bytes alive.
+        return np.frombuffer(chunk, dtype=dtype).reshape(shape).astype(dtype[1:], copy=True)
+
+    rows, dim = header.rows, header.dimension
     ids = _ids_codec.decode(section("ids"))
-    raw = np.frombuffer(section("vectors"), dtype=np.float32).reshape(header.rows, header.dimension).copy()
-    metadata = _meta_codec.decode(section("metadata"))
+    if len(ids) != rows:
+        raise corrupt(f"segment {segment_id}: {len(ids)} ids for {rows} rows", segment=segment_id)
     index = None
     if "index" in header.sections:
-        index = _index_from_bytes(section("index"), header.metric, header.dimension, header.rows)
+        index = _index_from_bytes(section("index"), header.metric, dim, rows)
         index.set_ef(header.hnsw.ef_search)
-    return Segment(segment_id, header.metric, ids, raw, metadata, index, header.hnsw.ef_search)
+    if header.format == 1:
+        raw = array("vectors", "<f4", (rows, dim))
+        metadata: list[dict | None] | MetadataColumn = _meta_codec.decode(section("metadata"))
+        return Segment(segment_id, header.metric, ids, raw, metadata, index, header.hnsw.ef_search)
+    offsets = array("meta_offsets", "<u8", (rows + 1,)).astype(np.int64)
+    blob = bytes(section("metadata"))
+    if offsets[0] != 0 or offsets[-1] != len(blob) or np.any(np.diff(offsets) < 1):
+        raise corrupt(f"segment {segment_id}: section 'meta_offsets' does not match section 'metadata'", segment=segment_id)
+    metadata = MetadataColumn(blob, offsets)
+    if index is None:
+        raw = array("vectors", "<f4", (rows, dim))
+        return Segment(segment_id, header.metric, ids, raw, metadata, None, header.hnsw.ef_search)
+    norms = array("norms", "<f4", (rows,))
+    return Segment(segment_id, header.metric, ids, None, metadata, index, header.hnsw.ef_search, norms=norms)
 
 
 @contextmanager
