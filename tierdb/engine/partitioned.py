@@ -21,6 +21,10 @@ list of ``(offset, length)`` pairs; one call per query (or per open step), so th
 issue the range GETs in parallel and serve hits from its caches.
 
 Distances follow vectors.py: cosine = 1 - cos, l2 = squared euclidean, ip = 1 - dot.
+
+Longer than ~500 lines on purpose: build, header, id map and search share one byte layout and
+are kept in one file until the engine wires the format in (issue 11); then the build (writer
+side) and the search (reader side) become modules of their own.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ Format 1 (still read) always had ``vectors`` and a msgpack list of metadata dict
 In RAM the same holds: an indexed segment keeps the index, the norms, the metadata bytes and
 offsets (rows are decoded when asked for) and its ids; raw vectors are read back from the
 index (``vectors_of``).
+
+Longer than ~500 lines on purpose: the format (encode/decode, both versions), the in-RAM
+segment that reads it and the index build/grow helpers change together; split them when the
+partitioned format (partitioned.py) replaces this one for S3 placements.
 """
 
 from __future__ import annotations
