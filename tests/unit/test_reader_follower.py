@@ -20,6 +20,9 @@ class BacklogReplica:
         self.waiting = waiting
         self.applied = 0
         self.describe_following = None
+        self.manifest = None
+        self.applied_seq = 0
+        self.state = "ready"
 
     async def follow_wal(self) -> int:
         if self.applied < self.waiting:
@@ -29,6 +32,10 @@ class BacklogReplica:
 
     async def newer_manifest(self, known_newest: int = 0) -> int | None:
         return None
+
+    async def close(self) -> None:
+        self.closed = True
+        self.state = "closed"
 
 
 def test_a_backlog_of_wal_objects_is_applied_without_sleeping_between_objects(monkeypatch):
@@ -96,3 +103,41 @@ def test_a_strong_read_answers_503_in_time_while_a_poll_is_stuck_in_s3_retries(m
         return loop.time() - started
 
     assert asyncio.run(strong_read()) < 10
+
+
+class SwitchingReplica(BacklogReplica):
+    """Announces a newer manifest once its backlog is applied."""
+
+    async def newer_manifest(self, known_newest: int = 0) -> int | None:
+        return 2
+
+
+def test_opening_a_newer_manifest_does_not_stall_following(monkeypatch):
+    """Decoding a newer manifest's segments takes a while: meanwhile the current replica keeps
+    applying WAL objects; then the fresh replica replays what arrived and is swapped in."""
+    monkeypatch.setattr(reader_module, "RETIRED_REPLICA_GRACE_SECS", 0)
+    old = SwitchingReplica(waiting=0)
+    fresh = BacklogReplica(waiting=3)           # WAL objects the writer added during the open
+    may_finish_open = asyncio.Event()
+
+    async def slow_open(name: str) -> BacklogReplica:
+        await may_finish_open.wait()
+        return fresh
+
+    node = SimpleNamespace(settings=Settings(), open_replica=slow_open)
+    follower = Follower(node, old)
+
+    async def scenario() -> None:
+        assert await follower.poll() is False   # no WAL object; the newer manifest starts opening
+        old.waiting = 5                        # the writer goes on: the old replica keeps up
+        for _ in range(5):
+            assert await follower.poll() is True
+        assert old.applied == 5 and follower.replica is old
+        may_finish_open.set()
+        await asyncio.sleep(0)
+        assert await follower.poll() is True   # swapped in, after replaying what arrived
+        assert follower.replica is fresh and fresh.applied == 3
+        await follower.close()
+        assert old.closed and fresh.closed
+
+    asyncio.run(scenario())

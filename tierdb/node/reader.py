@@ -57,57 +57,81 @@ class Follower:
         self.newest_listed = 0                # newest manifest version seen by discovery
         self.error = ""
         self.task: asyncio.Task[None] | None = None
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: dict[asyncio.Task[None], Replica] = {}   # replaced replicas, closed after a grace
+        # A newer manifest being opened in the background: the current replica keeps serving and
+        # applying WAL objects meanwhile (decoding segments must not stall following).
+        self._opening: asyncio.Task[Replica] | None = None
 
     @property
     def lag_secs(self) -> float:
         return max(0.0, time.time() - self.caught_up_at)
 
     async def poll(self) -> bool:
-        """One poll: apply the next WAL object, or take a newer manifest; True if anything new."""
+        """One poll: apply the next WAL object, or take a newer manifest; True if anything new.
+
+        A newer manifest is opened in the background while the current replica keeps applying
+        WAL objects (the WAL alone keeps its contents current); once open, the fresh replica
+        replays the WAL objects that arrived meanwhile and is swapped in."""
         async with self.lock:
             started = time.time()
+            if self._opening is not None and self._opening.done():
+                opening, self._opening = self._opening, None
+                await self._swap(opening.result())   # an open that failed raises here; retried later
+                return True
             applied = await self.replica.follow_wal()
             metrics.REPLICA_POLL_REQUESTS.labels(collection=self.name, kind="wal").inc()
             if applied:
                 return True
-            newer = await self.replica.newer_manifest(self.newest_listed)
-            metrics.REPLICA_POLL_REQUESTS.labels(collection=self.name, kind="manifest").inc()
-            if newer is not None:
-                await self._switch(newer)
-                return True
+            if self._opening is None:
+                newer = await self.replica.newer_manifest(self.newest_listed)
+                metrics.REPLICA_POLL_REQUESTS.labels(collection=self.name, kind="manifest").inc()
+                if newer is not None:
+                    self._opening = asyncio.create_task(self.node.open_replica(self.name),
+                                                        name=f"tierdb-open-{self.name}-{newer}")
             self.caught_up_at = started
             return False
 
-    async def _switch(self, version: int) -> None:
-        """Take the writer's newer manifest: open a fresh replica from S3, serve it, close the old."""
-        old = self.replica
-        fresh = await self.node.open_replica(self.name)
+    async def _swap(self, fresh: Replica) -> None:
+        """Serve ``fresh`` (opened from a newer manifest) once it has replayed every WAL object
+        the writer added while it was opening; the old replica is closed after a grace period."""
         fresh.describe_following = self.describe
+        while await fresh.follow_wal():
+            pass
+        old = self.replica
         self.replica = fresh
         log.info("replica switched to a newer manifest",
                  extra={"collection": self.name, "from_version": old.manifest.version if old.manifest else 0,
-                        "to_version": fresh.manifest.version if fresh.manifest else 0, "announced": version,
+                        "to_version": fresh.manifest.version if fresh.manifest else 0,
                         "applied_seq": fresh.applied_seq})
         # Requests that took the old replica just before the swap finish on it (a consistent,
         # slightly older state); it is closed once they are surely done.
-        self._retiring.add(asyncio.create_task(self._close_later(old), name=f"tierdb-retire-{self.name}"))
+        self._retiring[asyncio.create_task(self._close_later(old), name=f"tierdb-retire-{self.name}")] = old
 
     async def _close_later(self, old: Replica) -> None:
         try:
             await asyncio.sleep(RETIRED_REPLICA_GRACE_SECS)
         finally:
             await old.close()
-            self._retiring.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._retiring.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
 
     async def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        retiring = list(self._retiring)
+        if self._opening is not None:
+            self._opening.cancel()
+            opened = (await asyncio.gather(self._opening, return_exceptions=True))[0]
+            if isinstance(opened, Replica):
+                await opened.close()
+            self._opening = None
+        retiring = dict(self._retiring)
         for task in retiring:
             task.cancel()
         await asyncio.gather(*retiring, return_exceptions=True)
+        # a retiring task cancelled before it ever ran never reached its close
+        for old in retiring.values():
+            if old.state != "closed":
+                await old.close()
         await self.replica.close()
 
     async def catch_up(self) -> None:
@@ -118,8 +142,14 @@ class Follower:
         # a poll is safe: a WAL object is applied whole in its thread or not at all.
         try:
             async with asyncio.timeout(STRONG_READ_TIMEOUT_SECS):
-                while await self.poll():
-                    pass
+                while True:
+                    while await self.poll():
+                        pass
+                    if self._opening is None:
+                        break
+                    # A newer manifest is opening: its WAL may continue where the current
+                    # replica cannot (objects the writer's GC removed), so wait and swap it in.
+                    await asyncio.wait({self._opening})
         except TimeoutError:
             raise unavailable(f"collection {self.name!r}: could not catch up with the writer within "
                               f"{STRONG_READ_TIMEOUT_SECS:g} s for a strong read", collection=self.name) from None
