@@ -82,7 +82,9 @@ def test_connections_beyond_the_cap_get_503_at_once(tmp_path) -> None:
     }
     with ServerProcess(tmp_path / "data", env=env) as server:
         server.start()
-        held = [connect(server) for _ in range(cap)]
+        # uvicorn refuses a request once the open connections (its own included) reach the cap:
+        # cap - 1 stalled uploads are served (they wait for their bodies), the next one is not.
+        held = [connect(server) for _ in range(cap - 1)]
         try:
             for sock in held:
                 sock.sendall(STALLED_UPLOAD)
@@ -96,6 +98,10 @@ def test_connections_beyond_the_cap_get_503_at_once(tmp_path) -> None:
                     break
                 time.sleep(0.1)
             assert status == 503
+            for sock in held:                 # the held ones were served, not refused
+                sock.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    sock.recv(1)
         finally:
             for sock in held:
                 sock.close()
