@@ -31,7 +31,7 @@ from ..storage.base import BlobStore
 from ..storage.cache import DiskCachedStore
 from ..storage.factory import open_s3_store, with_disk_cache
 from ..storage.readonly import ReadOnlyStore
-from ..storage.wrapper import BorrowedStore, without_retries
+from ..storage.wrapper import BorrowedStore
 from ..tiering import policy_of
 from .engine import Engine
 
@@ -355,19 +355,7 @@ class ReaderEngine(Engine):
     def scheduler_running(self) -> bool:
         return self._discovery is not None and not self._discovery.done()
 
-    async def probe_s3(self, timeout_secs: float = 5.0) -> dict | None:
-        assert self.remote is not None
-        store = without_retries(self.remote)
-        started = time.perf_counter()
-        try:
-            await asyncio.wait_for(store.head("health-probe"), timeout_secs)
-            error = ""
-        except TierDBError as exc:
-            error = exc.message
-        except asyncio.TimeoutError:
-            error = f"no answer within {timeout_secs} s"
-        latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        return {"reachable": not error, "latency_ms": latency_ms, "error": error or self.remote_error}
+    # probe_s3: Engine's (one HEAD through the read-only store, without retries)
 
     def collection_stats(self) -> list[CollectionStats]:
         stats = [f.stats() for _, f in sorted(self._followers.items())]
