@@ -40,6 +40,27 @@ def status_and_body(raw: bytes) -> tuple[int, bytes]:
     return int(head.split(b" ", 2)[1]), body
 
 
+def hold_a_stalled_upload(server: ServerProcess) -> socket.socket:
+    """A connection whose upload the server accepted and now waits on.
+
+    The readiness probe's connection may still count against the cap for a moment after it
+    closed (uvicorn notices the close asynchronously), so a refused attempt is retried."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        sock = connect(server)
+        sock.sendall(STALLED_UPLOAD)
+        time.sleep(0.2)
+        sock.setblocking(False)
+        try:
+            sock.recv(1)
+        except BlockingIOError:
+            sock.setblocking(True)
+            return sock  # nothing sent back: the server is waiting for the body
+        sock.close()
+        assert time.monotonic() < deadline, "the server kept refusing a connection under the cap"
+        time.sleep(0.2)
+
+
 def test_stalled_bodies_get_408_and_are_closed_while_the_server_keeps_serving(tmp_path) -> None:
     env = {"TIERDB_SERVER_BODY_READ_TIMEOUT_SECS": "2", "TIERDB_SERVER_MAX_CONNECTIONS": "100"}
     with ServerProcess(tmp_path / "data", env=env) as server:
@@ -84,10 +105,10 @@ def test_connections_beyond_the_cap_get_503_at_once(tmp_path) -> None:
         server.start()
         # uvicorn refuses a request once the open connections (its own included) reach the cap:
         # cap - 1 stalled uploads are served (they wait for their bodies), the next one is not.
-        held = [connect(server) for _ in range(cap - 1)]
+        held: list[socket.socket] = []
         try:
-            for sock in held:
-                sock.sendall(STALLED_UPLOAD)
+            for _ in range(cap - 1):
+                held.append(hold_a_stalled_upload(server))
             # uvicorn counts connections as it accepts them; poll until the cap is reached.
             deadline = time.monotonic() + DEADLINE
             while True:
