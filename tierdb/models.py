@@ -206,6 +206,19 @@ class CollectionInfo(msgspec.Struct, frozen=True):
     created_at: float
 
 
+class WarmStatus(msgspec.Struct):
+    """Progress of pre-fetching a collection's segments into the node's disk cache."""
+
+    state: str = "idle"              # idle | running | done | failed
+    segments_total: int = 0
+    segments_done: int = 0
+    bytes_total: int = 0
+    bytes_fetched: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    error: str = ""
+
+
 class CollectionStats(msgspec.Struct):
     """Point-in-time numbers for /metrics gauges and the admin status endpoint."""
 
@@ -234,6 +247,7 @@ class CollectionStats(msgspec.Struct):
     role: str = "writer"             # writer | reader (a read replica following the writer)
     replica_lag_secs: float = 0.0    # reader: time since it last confirmed it had everything
     replica_poll_interval_secs: float = 0.0  # reader: current poll interval (backs off while idle)
+    warm: WarmStatus = msgspec.field(default_factory=WarmStatus)
 
 
 class DlqEntry(msgspec.Struct, frozen=True):

@@ -19,6 +19,8 @@ import logging
 import threading
 from typing import Any, Callable
 
+import msgspec
+
 from .. import keys
 from ..config import Settings
 from ..errors import ErrorKind, TierDBError
@@ -28,6 +30,7 @@ from ..models import (
     CollectionStats,
     DlqEntry,
     Manifest,
+    WarmStatus,
 )
 from ..storage.base import BlobStore
 from ..tiering import policy_of
@@ -42,6 +45,7 @@ from .recovery import RecoveryMixin
 from .rows import RowSource
 from .rwlock import RWLock
 from .wal import Wal
+from .warming import WarmingMixin
 from .writes import WriteOp, WritesMixin
 
 __all__ = ["Collection", "WriteOp"]
@@ -49,7 +53,7 @@ __all__ = ["Collection", "WriteOp"]
 log = logging.getLogger(__name__)
 
 
-class Collection(WritesMixin, ReadsMixin, RecoveryMixin, MaintenanceMixin):
+class Collection(WritesMixin, ReadsMixin, RecoveryMixin, MaintenanceMixin, WarmingMixin):
     def __init__(self, spec: CollectionSpec, store: BlobStore, wal: Wal, settings: Settings, writer_id: str) -> None:
         self.spec = spec
         self.policy = policy_of(spec.tiering_policy)
@@ -83,6 +87,8 @@ class Collection(WritesMixin, ReadsMixin, RecoveryMixin, MaintenanceMixin):
         self.cache_stats: Callable[[], dict[str, int]] = no_cache_stats   # the disk cache's
         self._ram_cache: SegmentCache = ResidentSegments()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.warm_status = WarmStatus()
+        self._warm_task: asyncio.Task[None] | None = None
 
     # == placement and workers ====================================================================
     def wal_floor(self) -> int:
@@ -175,6 +181,7 @@ class Collection(WritesMixin, ReadsMixin, RecoveryMixin, MaintenanceMixin):
             fenced=self.state == "fenced",
             cache_bytes_ram=sum(s.nbytes() for s in self.segments),
             error=self.error,
+            warm=msgspec.structs.replace(self.warm_status),
         )
 
     @property

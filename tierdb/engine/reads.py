@@ -60,11 +60,12 @@ class ReadsMixin(CollectionState):
         include_metadata: bool = False,
         include_vector: bool = False,
         ef: int | None = None,
+        nprobe: int | None = None,
     ) -> list[list[Hit]]:
         """k-NN for each query vector.  Runs in a worker thread, or right here on the event loop
         when it is one small unfiltered search that needs no waiting (``_query_now``)."""
         started = time.perf_counter()
-        matrix, predicate, fkey, ef_used = self._plan_query(vectors, k, filter, ef)
+        matrix, predicate, fkey, ef_used = self._plan_query(vectors, k, filter, ef, nprobe)
         hits = None
         if predicate is None and len(matrix) == 1 and not self._threaded_queries:
             hits = self._query_now(matrix, k, include_metadata, include_vector, ef_used)
@@ -72,7 +73,7 @@ class ReadsMixin(CollectionState):
             self._threaded_queries += 1
             try:
                 hits = await asyncio.to_thread(
-                    self._query_sync, matrix, k, predicate, fkey, include_metadata, include_vector, ef_used
+                    self._query_sync, matrix, k, predicate, fkey, include_metadata, include_vector, ef_used, nprobe
                 )
             finally:
                 self._threaded_queries -= 1
@@ -87,12 +88,13 @@ class ReadsMixin(CollectionState):
         include_metadata: bool = False,
         include_vector: bool = False,
         ef: int | None = None,
+        nprobe: int | None = None,
     ) -> list[list[Hit]]:
         """``query`` in the calling thread, for callers that are not on the event loop (the
         embedded API): no thread hop at all.  Thread-safe like the threaded part of ``query``."""
         started = time.perf_counter()
-        matrix, predicate, fkey, ef_used = self._plan_query(vectors, k, filter, ef)
-        hits = self._query_sync(matrix, k, predicate, fkey, include_metadata, include_vector, ef_used)
+        matrix, predicate, fkey, ef_used = self._plan_query(vectors, k, filter, ef, nprobe)
+        hits = self._query_sync(matrix, k, predicate, fkey, include_metadata, include_vector, ef_used, nprobe)
         self._observe_query(len(matrix), started)
         return hits
 
@@ -110,12 +112,15 @@ class ReadsMixin(CollectionState):
     _INLINE_MAX_EF = 512
     _threaded_queries = 0  # queries of this collection now in worker threads (event loop only)
 
-    def _plan_query(self, vectors: Any, k: int, filter: dict | None, ef: int | None) -> tuple[Any, Any, str, int]:
+    def _plan_query(
+        self, vectors: Any, k: int, filter: dict | None, ef: int | None, nprobe: int | None
+    ) -> tuple[Any, Any, str, int]:
         """Checks and compiles a query: (matrix, predicate, filter key, ef)."""
         self._check_open()
         limits = Limits.of(self.settings)
         limits.check_k(k)
         limits.check_ef(ef)
+        limits.check_nprobe(nprobe)
         matrix = as_matrix(vectors, self.spec.dimension, what="query vector")
         if filter is None:
             return matrix, None, "", ef or self.hnsw.ef_search
@@ -155,7 +160,7 @@ class ReadsMixin(CollectionState):
         finally:
             self._rw.release_read()
 
-    def _query_sync(self, queries, k, predicate, fkey, include_metadata, include_vector, ef) -> list[list[Hit]]:
+    def _query_sync(self, queries, k, predicate, fkey, include_metadata, include_vector, ef, nprobe=None) -> list[list[Hit]]:
         with self._rw.read():
             found: list[tuple[RowSource, Any]] = []
             for src in (self.memtable, *self.frozen, *self.segments):

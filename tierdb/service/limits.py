@@ -15,6 +15,9 @@ from ..errors import invalid, too_large
 
 # hnswlib's ef at query time; the same bound as hnsw.ef_search (models.HnswParams).
 MAX_EF = 4096
+# Partitions a query may probe per partitioned segment (s3_only); beyond this a query reads
+# most of a 1M-row segment and should be an export instead.
+MAX_NPROBE = 4096
 
 
 def _is_int(value: Any) -> bool:
@@ -28,6 +31,7 @@ class Limits:
     max_query_vectors: int
     max_dimension: int
     max_ef: int = MAX_EF
+    max_nprobe: int = MAX_NPROBE
 
     @classmethod
     def of(cls, settings: Settings) -> "Limits":
@@ -46,6 +50,10 @@ class Limits:
     def check_ef(self, ef: Any) -> None:
         if ef is not None and (not _is_int(ef) or not 1 <= ef <= self.max_ef):
             raise invalid(f"ef must be between 1 and {self.max_ef}, got {ef!r}", field="ef")
+
+    def check_nprobe(self, nprobe: Any) -> None:
+        if nprobe is not None and (not _is_int(nprobe) or not 1 <= nprobe <= self.max_nprobe):
+            raise invalid(f"nprobe must be between 1 and {self.max_nprobe}, got {nprobe!r}", field="nprobe")
 
     def check_batch(self, what: str, count: int) -> None:
         """Documents per upsert, ids per get or delete."""
