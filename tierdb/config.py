@@ -99,6 +99,15 @@ class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ram_bytes: int = 512 * MiB
 
 
+class PartitionsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Partitioned (IVF) segments, the segment layout of s3_only (engine/partitioned.py)."""
+
+    rows_per_partition: int = 1000   # one partition ~ one range GET (~1.5 MB at 384 dimensions)
+    nprobe: int = 96                 # partitions probed per query, shared among the segments
+    max_segment_rows: int = 250_000  # merges stop here: a segment is uploaded from RAM in one PUT
+    build_memory_bytes: int = 256 * MiB  # working set of one segment build (k-means, assignment)
+
+
 class GcSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interval_secs: float = 60.0
     keep_manifests: int = 10
@@ -151,6 +160,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry: RetrySettings = RetrySettings()
     uploader: UploaderSettings = UploaderSettings()
     cache: CacheSettings = CacheSettings()
+    partitions: PartitionsSettings = PartitionsSettings()
     gc: GcSettings = GcSettings()
     security: SecuritySettings = SecuritySettings()
     log: LogSettings = LogSettings()
@@ -343,6 +353,10 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("server.max_body_bytes", _positive, "must be positive"),
     ("server.max_batch", _positive, "must be positive"),
     ("server.max_k", _positive, "must be positive"),
+    ("partitions.rows_per_partition", _positive, "must be positive"),
+    ("partitions.nprobe", _positive, "must be positive"),
+    ("partitions.max_segment_rows", _positive, "must be positive"),
+    ("partitions.build_memory_bytes", _positive, "must be positive"),
     ("server.max_query_vectors", _positive, "must be positive"),
     ("server.max_dimension", lambda v: 1 <= v <= 4096, "must be between 1 and 4096"),
     # Stored metadata is decoded, compared and encoded recursively (Python recursion limit 1000).

@@ -142,6 +142,11 @@ def collection_dir(data_dir: str, name: str) -> str:
     return _local_path(data_dir, collection_prefix(name))
 
 
+def scratch_dir(data_dir: str) -> str:
+    """Temporary files of segment builds (unlinked at once: nothing to clean up after a crash)."""
+    return os.path.join(data_dir, "scratch")
+
+
 def wal_dir(data_dir: str, name: str) -> str:
     return _local_path(data_dir, wal_prefix(name))
 

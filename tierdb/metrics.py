@@ -77,6 +77,12 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=_LATENCY_BUCKETS,
 )
+PARTITIONS_PROBED = Histogram(
+    "tierdb_query_partitions_probed",
+    "Partitions of partitioned segments probed per query (s3_only)",
+    _COLL,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+)
 
 
 def observe_request(method: str, route: str, status: int | str, seconds: float) -> None:

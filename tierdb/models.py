@@ -168,6 +168,7 @@ class SegmentRef(msgspec.Struct, frozen=True):
     sha256: str                    # of the whole object
     indexed: bool                  # carries an hnswlib index (else brute force)
     dead: list[int] = []           # rows deleted or shadowed since the segment was written
+    layout: str = "hnsw"           # "hnsw" (segment.py) | "partitioned" (partitioned.py, IVF)
 
 
 class Manifest(msgspec.Struct, frozen=True):

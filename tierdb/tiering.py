@@ -44,6 +44,13 @@ class Policy:
         return not self.needs_s3
 
     @property
+    def partitioned_segments(self) -> bool:
+        """Flushes and merges write partitioned (IVF) segments, read by byte range, where
+        segments live in S3 and RAM is only a cache; hnswlib graphs where the whole segment
+        stays in RAM (docs/architecture.md, "Two segment layouts")."""
+        return self.segments_in_s3
+
+    @property
     def restores_to_disk(self) -> bool:
         """A full local copy backed by S3: a node without it restores it from S3."""
         return self.needs_s3 and not self.segments_in_s3

@@ -262,26 +262,30 @@ async def test_cli_verify_and_restore(make_settings, monkeypatch, tmp_path, caps
     await node.close()
 
 
-async def test_s3_only_ram_tier_is_bounded_and_reloads_evicted_segments(make_settings):
-    from tierdb.config import CacheSettings
+async def test_s3_only_ram_tier_is_bounded_and_reloads_evicted_partitions(make_settings):
+    from tierdb.config import CacheSettings, PartitionsSettings
 
-    node = await started(make_settings("a", policy="s3_only", cache=CacheSettings(ram_bytes=30_000, disk_bytes=50_000_000)))
+    budget = 6_000                              # about four of the ~1.3 KB partitions below
+    node = await started(make_settings("a", policy="s3_only", cache=CacheSettings(ram_bytes=budget, disk_bytes=50_000_000),
+                                       partitions=PartitionsSettings(rows_per_partition=25)))
     await node.create_collection(CollectionSpec(name="docs", dimension=DIM))
     coll = node.get_collection("docs")
-    for part in range(4):                       # four segments of ~100 rows (~40 KB each in RAM)
+    for part in range(4):                       # four partitioned segments of 100 rows, 4 partitions each
         await fill(coll, part * 100, 100, seed=part)
         await coll.flush(force=True)
-    assert len(coll.segments) == 4
-    resident = [s for s in coll.segments if s.resident]
-    assert len(resident) <= 1 and coll.stats().cache_bytes_ram <= 60_000
+    assert len(coll.segments) == 4 and all(ref.layout == "partitioned" for ref in coll.manifest.segments)
+    cache = node.partition_cache
     hits = await coll.query(vectors(3, 7), k=10, filter={"i": {"$lt": 400}}, include_metadata=True)
     assert all(len(per) == 10 for per in hits)
-    assert coll._ram_cache.misses >= 3 and coll._ram_cache.evictions >= 3
+    assert cache.resident_bytes <= budget and cache.misses >= 16 and cache.evictions >= 1
     docs = await coll.get(["d0", "d150", "d399"])
     assert [d.metadata["i"] for d in docs] == [0, 150, 399]
-    await coll.delete(ids=["d0"])               # a death while the segment may be evicted
+    assert [d.vector for d in docs] == [vectors(100, 0)[0].tolist(), vectors(100, 1)[50].tolist(), vectors(100, 3)[99].tolist()]
+    await coll.delete(ids=["d0"])               # a death while its partition may be evicted
     hits = await coll.query(vectors(1, 7), k=400)
     assert len(hits[0]) == 399 and "d0" not in {h.id for h in hits[0]}
+    assert cache.resident_bytes <= budget
+    assert coll.count() == 399
     await node.close()
 
 

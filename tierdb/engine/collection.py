@@ -114,7 +114,9 @@ class Collection(WritesMixin, ReadsMixin, RecoveryMixin, MaintenanceMixin, Warmi
         for seg in self.segments:
             self._make_evictable(seg)
 
-    def _make_evictable(self, seg: segments.Segment) -> None:
+    def _make_evictable(self, seg: RowSource) -> None:
+        if not isinstance(seg, segments.Segment):
+            return  # partitioned: its partitions live in the node's partition cache
         key = keys.segment_key(self.name, seg.id)
 
         def load() -> segments.Segment:
@@ -138,12 +140,16 @@ class Collection(WritesMixin, ReadsMixin, RecoveryMixin, MaintenanceMixin, Warmi
 
     # == status ===================================================================================
     def count(self) -> int:
-        return len(self._where)
+        return len(self._where) + self._live_partitioned_count()
 
     def ids(self) -> list[str]:
-        """Every live id (a snapshot)."""
+        """Every live id (a snapshot; reads every partition of a partitioned segment)."""
         with self._rw.read():
-            return list(self._where)
+            found = list(self._where)
+            for _, part, live in self._live_partitioned():
+                ids = part.ids
+                found.extend(ids[i] for i in live.tolist())
+            return found
 
     def info(self) -> CollectionInfo:
         return CollectionInfo(
@@ -209,6 +215,7 @@ class Collection(WritesMixin, ReadsMixin, RecoveryMixin, MaintenanceMixin, Warmi
         with self._rw.write():
             for seg in self.segments:
                 self._ram_cache.forget(seg)
+                self._partition_cache.forget_segment(self.name, seg.id)
             self.segments = []
             self.frozen = []
             self._where = {}

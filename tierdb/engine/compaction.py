@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import msgspec
+
 from ..config import CompactionSettings
 
 
@@ -36,18 +38,33 @@ def should_flush(m: MemtableState, settings: CompactionSettings) -> str | None:
     return None
 
 
-def plan_merge(segments: list[SegmentState], settings: CompactionSettings, *, full: bool = False) -> list[str]:
+def plan_merge(segments: list[SegmentState], settings: CompactionSettings, *, full: bool = False,
+               max_rows: int | None = None) -> list[str]:
     """Ids of the segments to merge into one, or [] for nothing to do.
 
     Size-tiered: segments fall into tiers by live rows (powers of 4); the first tier holding
     ``merge_min_segments`` segments is merged, capped at ``merge_max_rows``.  A segment whose dead
     fraction passes ``rebuild_dead_fraction`` is rewritten on its own to purge them.  ``full`` merges
-    everything that has more than one segment or any dead row.
+    everything that has more than one segment or any dead row.  ``max_rows`` (partitioned
+    segments) caps every merge, full ones too: the smallest segments first, up to that many rows.
     """
+    if full and max_rows is not None:
+        chosen, rows = [], 0
+        for seg in sorted(segments, key=lambda s: s.live_rows):
+            if chosen and rows + seg.live_rows > max_rows:
+                break
+            chosen.append(seg)
+            rows += seg.live_rows
+        if len(chosen) > 1 or any(s.live_rows < s.rows for s in chosen):
+            return [s.id for s in chosen]
+        dead = [s for s in segments if s.live_rows < s.rows]
+        return [dead[0].id] if dead else []
     if full:
         if len(segments) > 1 or any(s.live_rows < s.rows for s in segments):
             return [s.id for s in segments]
         return []
+    if max_rows is not None:
+        settings = msgspec.structs.replace(settings, merge_max_rows=min(settings.merge_max_rows, max_rows))
     tiers: dict[int, list[SegmentState]] = {}
     for seg in sorted(segments, key=lambda s: s.live_rows):
         tiers.setdefault(int(math.log(max(seg.live_rows, 1), 4)), []).append(seg)

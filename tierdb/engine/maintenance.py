@@ -25,9 +25,12 @@ from ..errors import TierDBError, corrupt, unavailable
 from ..models import CompactResult, Manifest, SegmentRef
 from . import compaction
 from . import manifest as manifests
+from . import partitioned, partitioned_build
 from . import segment as segments
 from .collection_state import CollectionState
 from .memtable import Memtable
+from .partitioned_build import Run
+from .partitioned_source import PartitionedSource
 from .rows import RowSource
 
 log = logging.getLogger(__name__)
@@ -38,11 +41,13 @@ MAINTENANCE_STEPS = ("maintenance:segment_stored", "maintenance:manifest_publish
 
 @dataclass
 class _Built:
-    segment: segments.Segment
+    segment: RowSource                         # a Segment, or a PartitionedSource (s3_only)
     ref: SegmentRef
-    source_rows: list[tuple[RowSource, int]]   # for each new row: where it came from
+    source_rows: list[tuple[RowSource, int]]   # for each new row: where it came from (hnswlib layout)
     data: bytes                                # the encoded segment object
     grown_from: str | None = None              # the segment whose index was grown (it is replaced)
+    runs: list[Run] | None = None              # partitioned layout: the rows it was built from ...
+    order: np.ndarray | None = None            # ... and, per new row, its position among them
 
 
 class MaintenanceMixin(CollectionState):
@@ -122,6 +127,10 @@ class MaintenanceMixin(CollectionState):
                 return list(self.frozen), frozen_seq
 
     def _build_from_memtables(self, frozen: list[Memtable], frozen_seq: int) -> _Built | None:
+        if self.policy.partitioned_segments:
+            with self._rw.read():
+                runs: list[Run] = [(mem, mem.live_rows(dead_after_seq=frozen_seq)) for mem in frozen]
+            return self._build_partitioned(runs)
         with self._rw.read():
             source_rows: list[tuple[RowSource, int]] = [
                 (mem, int(row)) for mem in frozen for row in mem.live_rows(dead_after_seq=frozen_seq)
@@ -161,6 +170,29 @@ class MaintenanceMixin(CollectionState):
         ref = SegmentRef(id=seg_id, rows=len(ids), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                          indexed=index is not None, dead=dead)
         return _Built(seg, ref, source_rows, data, base.id if base is not None else None)
+
+    def _build_partitioned(self, runs: list[Run]) -> _Built | None:
+        """A partitioned segment of the runs' rows (no lock held: rows never change, and deaths
+        that happen meanwhile are carried over by _install)."""
+        runs = [(src, np.asarray(rows, np.int64)) for src, rows in runs if len(rows)]
+        if not runs:
+            return None
+        part = self.settings.partitions
+        started = time.perf_counter()
+        built = partitioned_build.build(
+            runs, self.spec.metric, self.spec.dimension,
+            partitioned.PartitionSettings(rows_per_partition=part.rows_per_partition,
+                                          build_memory_bytes=part.build_memory_bytes),
+            spill_dir=keys.scratch_dir(self.settings.storage.data_dir),
+        )
+        seg_id = uuid.uuid4().hex
+        source = self._source_of(partitioned.open_header(built.data, seg_id), len(built.data))
+        ref = SegmentRef(id=seg_id, rows=built.rows, size=len(built.data), sha256=built.sha256, indexed=False,
+                         layout="partitioned")
+        log.info("partitioned segment built", extra={"collection": self.name, "segment": seg_id, "rows": built.rows,
+                                                     "partitions": source.nlist, "bytes": len(built.data),
+                                                     "secs": round(time.perf_counter() - started, 3)})
+        return _Built(source, ref, [], built.data, runs=runs, order=built.order)
 
     def _grow(self, base: segments.Segment, new_raw: np.ndarray, wal_seq: int) -> tuple[Any, list[int]]:
         """A clone of ``base``'s index grown by ``new_raw``, and the base rows dead as of
@@ -216,7 +248,10 @@ class MaintenanceMixin(CollectionState):
         """Swap the new segment in for its sources (the only step readers wait for)."""
         gone = [s for s in self.segments if s.id in replaced]
         with self._rw.write():
-            if built is not None:
+            if built is not None and built.runs is not None:
+                self._adopt_partitioned(built)
+                self.segments = [s for s in self.segments if s.id not in replaced] + [built.segment]
+            elif built is not None:
                 seg = built.segment
                 for new_row, (src, old_row) in enumerate(built.source_rows):
                     died = src.death_seq.get(old_row)
@@ -230,7 +265,31 @@ class MaintenanceMixin(CollectionState):
                 self.segments = [s for s in self.segments if s.id not in replaced]
             for old in gone:
                 self._ram_cache.forget(old)
+                self._partition_cache.forget_segment(self.name, old.id)
             self.frozen = [mem for mem in self.frozen if mem not in frozen]
+
+    def _adopt_partitioned(self, built: _Built) -> None:
+        """Under the write lock: rows that died since the build die in the new segment too, and
+        the live ones leave ``_where`` (a partitioned segment's ids are found by hash)."""
+        assert built.runs is not None and built.order is not None
+        seg = built.segment
+        new_row = np.empty(len(built.order), np.int64)
+        new_row[built.order] = np.arange(len(built.order))
+        offset = 0
+        for src, rows in built.runs:
+            positions = new_row[offset : offset + len(rows)]
+            for row, died in src.death_seq.items():
+                i = int(np.searchsorted(rows, row))
+                if i < len(rows) and rows[i] == row:
+                    seg.kill(int(positions[i]), died)
+            if not isinstance(src, PartitionedSource):
+                ids = src.ids
+                for row in rows.tolist():
+                    doc_id = ids[row]
+                    loc = self._where.get(doc_id)
+                    if loc is not None and loc[0] is src and loc[1] == row:
+                        del self._where[doc_id]
+            offset += len(rows)
 
     def _after_publish(self) -> None:
         assert self.manifest is not None
@@ -280,7 +339,8 @@ class MaintenanceMixin(CollectionState):
             if self.state != "ready":
                 return 0
             states = [compaction.SegmentState(s.id, s.size(), s.live_count()) for s in self.segments]
-            chosen = set(compaction.plan_merge(states, self.settings.compaction, full=full))
+            chosen = set(compaction.plan_merge(states, self.settings.compaction, full=full,
+                                               max_rows=self._max_segment_rows()))
             if not chosen:
                 return 0
             try:
@@ -289,6 +349,10 @@ class MaintenanceMixin(CollectionState):
                 self.note_failure(exc, "merge")
                 raise
             return len(chosen)
+
+    def _max_segment_rows(self) -> int | None:
+        """Partitioned segments are uploaded from RAM in one PUT: merges stop at this size."""
+        return self.settings.partitions.max_segment_rows if self.policy.partitioned_segments else None
 
     async def _merge_locked(self, chosen: set[str]) -> None:
         assert self.manifest is not None
@@ -302,6 +366,14 @@ class MaintenanceMixin(CollectionState):
                                             "rows": built.ref.rows if built else 0})
 
     def _build_from_segments(self, chosen: set[str], wal_seq: int) -> _Built | None:
+        if self.policy.partitioned_segments:
+            with self._rw.read():
+                runs: list[Run] = []
+                for seg in self.segments:
+                    if seg.id in chosen:
+                        purged = np.array(seg.deaths_up_to(wal_seq), np.int64)
+                        runs.append((seg, np.setdiff1d(np.arange(seg.size()), purged, assume_unique=True)))
+            return self._build_partitioned(runs)
         with self._rw.read():
             members = [seg for seg in self.segments if seg.id in chosen]
             base_id = compaction.growth_base(

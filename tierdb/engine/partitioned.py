@@ -36,7 +36,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 import hnswlib
@@ -129,6 +129,7 @@ class BuildStats:
     total_bytes: int
     largest_partition_rows: int
     chunk_rows: int
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # global row -> input row
 
 
 def build_bytes(
@@ -330,7 +331,7 @@ def _build(
     out.write(_PREFIX.pack(MAGIC, header_len, hashlib.sha256(header).digest()))
     out.write(header)
     out.seek(end)
-    return BuildStats(n, nlist, PREFIX_BYTES + header_len, offset, largest, chunk)
+    return BuildStats(n, nlist, PREFIX_BYTES + header_len, offset, largest, chunk, order)
 
 
 def _write_msgpack_list(out: IO[bytes], digest: hashlib._Hash, items: Iterator, count: int) -> int:

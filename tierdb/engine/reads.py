@@ -16,7 +16,8 @@ from ..errors import unavailable
 from ..models import Document, Hit
 from ..service.limits import Limits
 from . import segment as segments
-from .collection_state import CollectionState
+from .partition_access import PartitionAccessMixin
+from .partitioned_source import PartitionedSource, nprobe_share
 from .filters import compile_filter, filter_key
 from .memtable import Memtable
 from .rows import RowSource
@@ -32,7 +33,7 @@ def _in_ram_segment(src: RowSource, indexed: bool) -> bool:
     )
 
 
-class ReadsMixin(CollectionState):
+class ReadsMixin(PartitionAccessMixin):
     def _check_open(self) -> None:
         if self.state == "closed":
             raise unavailable(f"collection {self.name!r} is closed", collection=self.name)
@@ -45,8 +46,10 @@ class ReadsMixin(CollectionState):
     def _get_sync(self, ids: list[str]) -> list[Document]:
         found = []
         with self._rw.read():
+            in_partitions = self._locate_partitioned([i for i in ids if i not in self._where]) \
+                if self.partitioned_sources else {}
             for doc_id in ids:
-                loc = self._where.get(doc_id)
+                loc = self._where.get(doc_id) or in_partitions.get(doc_id)
                 if loc is not None:
                     src, row = loc
                     found.append(Document(doc_id, src.vectors_of(np.array([row]))[0].tolist(), src.metadata[row]))
@@ -163,7 +166,24 @@ class ReadsMixin(CollectionState):
     def _query_sync(self, queries, k, predicate, fkey, include_metadata, include_vector, ef, nprobe=None) -> list[list[Hit]]:
         with self._rw.read():
             found: list[tuple[RowSource, Any]] = []
+            partitioned = self.partitioned_sources
+            total_nlist = sum(src.nlist for src in partitioned)
+            probe = nprobe or self.settings.partitions.nprobe
+            probed = 0
+            for src in partitioned:
+                share = nprobe_share(probe, src.nlist, total_nlist)
+                probed += share
+                if predicate is None:
+                    result = src.search(queries, k, ef, None, share)
+                else:
+                    result = src.search_matching(queries, k, share, predicate)
+                if result.rows.shape[1]:
+                    found.append((src, result))
+            if partitioned:
+                metrics.PARTITIONS_PROBED.labels(collection=self.name).observe(probed)
             for src in (self.memtable, *self.frozen, *self.segments):
+                if isinstance(src, PartitionedSource):
+                    continue
                 allowed = None
                 if predicate is not None:
                     allowed = src.matching_mask(predicate, fkey, cacheable=isinstance(src, segments.Segment))
@@ -178,24 +198,43 @@ class ReadsMixin(CollectionState):
             return []
         if len(found) == 1:  # the common steady state: one segment, already sorted
             src, res = found[0]
-            candidates = [(src, row, d) for row, d in zip(res.rows[qi].tolist(), res.distances[qi].tolist())]
+            candidates = [(src, row, d) for row, d in zip(res.rows[qi].tolist(), res.distances[qi].tolist()) if row >= 0]
         else:
             candidates = sorted(
-                ((src, row, d) for src, res in found for row, d in zip(res.rows[qi].tolist(), res.distances[qi].tolist())),
+                ((src, row, d) for src, res in found
+                 for row, d in zip(res.rows[qi].tolist(), res.distances[qi].tolist()) if row >= 0),
                 key=lambda c: c[2],
             )
         clamp = self.spec.metric != "ip"
         top = candidates[:k]
         vectors = _hit_vectors(top) if include_vector else [None] * len(top)
+        documents = _hit_documents(top, include_metadata)
         return [
             Hit(
-                id=src.ids[row],
+                id=doc_id,
                 distance=max(d, 0.0) if clamp else d,
-                metadata=src.metadata[row] if include_metadata else None,
+                metadata=metadata,
                 vector=vector,
             )
-            for (src, row, d), vector in zip(top, vectors)
+            for (_, _, d), (doc_id, metadata), vector in zip(top, documents, vectors)
         ]
+
+
+def _hit_documents(hits: list[tuple[RowSource, int, float]], include_metadata: bool) -> list[tuple[str, dict | None]]:
+    """(id, metadata or None) of each hit; a partitioned source reads its hits' partitions once."""
+    out: list[tuple[str, dict | None]] = []
+    batched: dict[int, tuple[PartitionedSource, list[int]]] = {}
+    for i, (src, row, _) in enumerate(hits):
+        if isinstance(src, PartitionedSource):
+            batched.setdefault(id(src), (src, []))[1].append(i)
+            out.append(("", None))
+        else:
+            out.append((src.ids[row], src.metadata[row] if include_metadata else None))
+    for src, positions in batched.values():
+        ids, metadata = src.documents([hits[i][1] for i in positions])
+        for i, doc_id, md in zip(positions, ids, metadata):
+            out[i] = (doc_id, md if include_metadata else None)
+    return out
 
 
 def _hit_vectors(hits: list[tuple[RowSource, int, float]]) -> list[list[float]]:

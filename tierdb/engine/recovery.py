@@ -17,13 +17,15 @@ from ..models import CollectionSpec, Manifest, SegmentRef
 from ..storage.base import BlobStore
 from . import manifest as manifests
 from . import segment as segments
-from .collection_state import CollectionState
+from .partition_access import PartitionAccessMixin
+from .partitioned_source import PartitionedSource
+from .rows import RowSource
 from .wal import Wal
 
 log = logging.getLogger(__name__)
 
 
-class RecoveryMixin(CollectionState):
+class RecoveryMixin(PartitionAccessMixin):
     @classmethod
     async def create(cls, spec: CollectionSpec, store: BlobStore, wal: Wal, settings: Settings, writer_id: str) -> Self:
         coll = cls(spec, store, wal, settings, writer_id)
@@ -35,6 +37,7 @@ class RecoveryMixin(CollectionState):
                 raise TierDBError(ErrorKind.CONFLICT, f"collection {spec.name!r} already exists", collection=spec.name) from exc
             raise
         coll.manifest = first
+        coll._loop = asyncio.get_running_loop()
         await asyncio.to_thread(coll.wal.open_for_append, 1)
         coll.state = "ready"
         return coll
@@ -46,12 +49,15 @@ class RecoveryMixin(CollectionState):
             raise TierDBError(ErrorKind.NOT_FOUND, f"collection {name!r} has no manifest", collection=name)
         coll = cls(current.spec, store, wal, settings, writer_id)
         coll.manifest = current
+        coll._loop = asyncio.get_running_loop()  # partition reads from worker threads hop onto it
         loaded = await asyncio.gather(*(coll._load_segment(ref) for ref in current.segments))
         await asyncio.to_thread(coll._recover, loaded)
         coll.state = "ready"
         return coll
 
-    async def _load_segment(self, ref: SegmentRef) -> segments.Segment:
+    async def _load_segment(self, ref: SegmentRef) -> RowSource:
+        if ref.layout == "partitioned":
+            return await self._open_partitioned(ref)
         key = keys.segment_key(self.name, ref.id)
         try:
             data = await self.store.get(key)
@@ -66,11 +72,13 @@ class RecoveryMixin(CollectionState):
             raise
         return await asyncio.to_thread(segments.decode, ref.id, data)
 
-    def _recover(self, loaded: list[segments.Segment]) -> None:
+    def _recover(self, loaded: list[RowSource]) -> None:
         assert self.manifest is not None
         for ref, seg in zip(self.manifest.segments, loaded):
             for row in ref.dead:
                 seg.kill(row, self.manifest.wal_seq)
+            if isinstance(seg, PartitionedSource):
+                continue  # found by id hash (partition_access), not through _where
             for row in np.flatnonzero(seg.alive_mask()):
                 doc_id = seg.ids[row]
                 if doc_id in self._where:
@@ -92,5 +100,5 @@ class RecoveryMixin(CollectionState):
         log.info(
             "collection recovered",
             extra={"collection": self.name, "segments": len(loaded), "wal_records_replayed": replayed,
-                   "manifest_version": self.manifest.version, "count": len(self._where)},
+                   "manifest_version": self.manifest.version, "count": self.count()},
         )

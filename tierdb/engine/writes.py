@@ -17,8 +17,9 @@ import numpy as np
 from .. import metrics
 from ..errors import ErrorKind, TierDBError, fenced, invalid, still_fenced, unavailable
 from ..models import check_new_ids
-from .collection_state import CollectionState
 from .filters import compile_filter
+from .partition_access import PartitionAccessMixin
+from .rows import RowSource
 from .validation import check_ids, check_metadata
 from .vectors import as_matrix
 from .wal import WalRecord, claim_record, claimed_by, frame
@@ -33,7 +34,7 @@ class WriteOp:
     filter: dict | None = None
 
 
-class WritesMixin(CollectionState):
+class WritesMixin(PartitionAccessMixin):
     async def upsert(self, ids: list[str], vectors: Any, metadata: list[dict | None] | None = None) -> int:
         self._check_writable()
         check_ids(ids)
@@ -174,11 +175,12 @@ class WritesMixin(CollectionState):
 
     def _apply(self, record: WalRecord, matrix: np.ndarray | None) -> int:
         mem = self.memtable
+        in_partitions = self._in_partitioned_segments(record.ids)
         if record.op == "upsert":
             assert matrix is not None
             start = mem.append(record.ids, matrix, record.metadata)
             for i, doc_id in enumerate(record.ids):
-                old = self._where.get(doc_id)
+                old = self._where.get(doc_id) or in_partitions.pop(doc_id, None)
                 if old is not None:
                     old[0].kill(old[1], record.seq)
                 self._where[doc_id] = (mem, start + i)
@@ -189,22 +191,32 @@ class WritesMixin(CollectionState):
             return 0
         deleted = 0
         for doc_id in record.ids:
-            old = self._where.pop(doc_id, None)
+            old = self._where.pop(doc_id, None) or in_partitions.pop(doc_id, None)
             if old is not None:
                 old[0].kill(old[1], record.seq)
                 deleted += 1
         mem.note_op(record.seq, len(record.ids), 64 * len(record.ids))
         return deleted
 
+    def _in_partitioned_segments(self, ids: list[str]) -> dict[str, tuple[RowSource, int]]:
+        """Where ids not in ``_where`` are live in partitioned segments (s3_only), if anywhere."""
+        if not self.partitioned_sources:
+            return {}
+        return self._locate_partitioned([i for i in ids if i not in self._where])
+
     def _ids_matching(self, spec: dict, among: list[str] | None) -> list[str]:
         """Live ids whose metadata matches; only those listed in ``among`` when given."""
         predicate = compile_filter(spec, self.settings.server.max_nesting_depth)
         with self._rw.read():
-            if among is None:
-                candidates = self._where.items()
-            else:
-                candidates = ((i, self._where[i]) for i in among if i in self._where)
-            return [doc_id for doc_id, (src, row) in candidates if predicate(src.metadata[row])]
+            if among is not None:
+                candidates = [(i, self._where[i]) for i in among if i in self._where]
+                candidates += self._in_partitioned_segments(among).items()
+                return [doc_id for doc_id, (src, row) in candidates if predicate(src.metadata[row])]
+            matching = [doc_id for doc_id, (src, row) in self._where.items() if predicate(src.metadata[row])]
+            for _, part, live in self._live_partitioned():
+                ids, metadata = part.ids, part.metadata
+                matching.extend(ids[i] for i in live.tolist() if predicate(metadata[i]))
+            return matching
 
     def _record_matrix(self, record: WalRecord) -> np.ndarray | None:
         if record.op != "upsert":

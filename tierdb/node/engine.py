@@ -17,6 +17,7 @@ from ..config import Settings
 from ..engine import localdirs, manifest as manifests
 from ..engine.collection import Collection
 from ..engine.dirlock import DataDirLock
+from ..engine.partition_cache import PartitionLru
 from ..engine.ramcache import SegmentRamCache
 from ..engine.restore import last_wal_seq, remote_collection_names, restore_collection
 from ..engine.wal import LocalWal, S3Wal
@@ -58,6 +59,7 @@ class Engine:
         self.store: BlobStore = LocalStore(self.data_dir)
         self.remote: BlobStore | None = None
         self._caches: dict[str, DiskCachedStore] = {}
+        self.partition_cache = node_partition_cache(settings)
         self._gcs: dict[str, RemoteGc] = {}
         self.remote_error = ""
         self._dir_lock = DataDirLock(self.data_dir)
@@ -279,6 +281,7 @@ class Engine:
                 SegmentRamCache(place.ram_cache_bytes, on_event=lambda kind, n: _count_cache(coll.name, kind, n, "ram")),
                 asyncio.get_running_loop(),
             )
+            coll.attach_partition_cache(self.partition_cache)
         if place.remote_gc:
             assert self.remote is not None
             self._gcs[coll.name] = RemoteGc(self.remote, coll.name, self.settings.gc.keep_manifests, self.settings.gc.grace_secs)
@@ -497,6 +500,11 @@ class Engine:
 
 def _count_retry(op: str, attempt: int, delay: float, error: TierDBError) -> None:
     metrics.S3_RETRIES.labels(collection=keys.collection_of(str(error.context.get("key", "")))).inc()
+
+
+def node_partition_cache(settings: Settings) -> PartitionLru:
+    """The node's RAM tier for partitioned segments: ``cache.ram_bytes`` shared by all collections."""
+    return PartitionLru(settings.cache.ram_bytes, on_event=lambda name, kind, n: _count_cache(name, kind, n, "ram"))
 
 
 def _count_cache(name: str, kind: str, n: int, tier: str = "disk") -> None:

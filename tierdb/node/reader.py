@@ -33,7 +33,7 @@ from ..storage.factory import open_s3_store, with_disk_cache
 from ..storage.readonly import ReadOnlyStore
 from ..storage.wrapper import BorrowedStore
 from ..tiering import policy_of
-from .engine import Engine
+from .engine import Engine, node_partition_cache
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,7 @@ class ReaderEngine(Engine):
         self._followers: dict[str, Follower] = {}
         self._failed: dict[str, str] = {}
         self._caches: dict[str, DiskCachedStore] = {}
+        self.partition_cache = node_partition_cache(settings)
         self._discovery: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.ready = False
@@ -313,6 +314,7 @@ class ReaderEngine(Engine):
         replica.cache_stats = segment_store.stats
         if policy_of(replica.spec.tiering_policy).segments_in_s3:
             replica.attach_ram_cache(SegmentRamCache(self.settings.cache.ram_bytes), asyncio.get_running_loop())
+            replica.attach_partition_cache(self.partition_cache)
         return replica
 
     def _cache_for(self, name: str) -> DiskCachedStore:

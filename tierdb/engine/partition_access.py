@@ -1,0 +1,137 @@
+"""How a collection reaches its partitioned segments: opening one by its header, reading
+partitions (node RAM cache -> disk cache -> S3 range GETs), and finding live ids in them.
+
+Partition reads run in worker threads (queries, writes, maintenance) and hop onto the event
+loop for the store's async range GETs; all partitions one call needs are fetched concurrently,
+one range GET each (stable ranges, so the disk cache can serve them again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from .. import keys
+from ..errors import ErrorKind, TierDBError, corrupt
+from ..models import SegmentRef
+from . import partitioned
+from .collection_state import CollectionState
+from .partition_cache import NoPartitionCache, PartitionCache
+from .partitioned import Load, Partition, PartitionedSegment
+from .partitioned_source import PartitionedSource
+from .rows import RowSource
+
+
+class PartitionAccessMixin(CollectionState):
+    _loop: asyncio.AbstractEventLoop | None
+    _partition_cache: PartitionCache = NoPartitionCache()
+
+    def attach_partition_cache(self, cache: PartitionCache) -> None:
+        self._partition_cache = cache
+
+    @property
+    def partitioned_sources(self) -> list[PartitionedSource]:
+        return [s for s in self.segments if isinstance(s, PartitionedSource)]
+
+    # -- opening ---------------------------------------------------------------------------------
+    async def _open_partitioned(self, ref: SegmentRef) -> PartitionedSource:
+        """Header only: one range GET (two for a header past HEADER_PREFIX_BYTES)."""
+        key = keys.segment_key(self.name, ref.id)
+        try:
+            head = await self.store.get_range(key, 0, min(ref.size, partitioned.HEADER_PREFIX_BYTES))
+            need = partitioned.header_length(head, ref.id)
+            if need > len(head):
+                head += await self.store.get_range(key, len(head), need)
+        except TierDBError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                raise corrupt(f"collection {self.name!r}: segment {ref.id} referenced by the manifest is missing",
+                              collection=self.name, key=key) from exc
+            raise
+        segment = await asyncio.to_thread(partitioned.open_header, head, ref.id)
+        if segment.rows != ref.rows:
+            raise corrupt(f"collection {self.name!r}: segment {ref.id} holds {segment.rows} rows, the manifest says {ref.rows}",
+                          collection=self.name, segment=ref.id)
+        return self._source_of(segment, ref.size)
+
+    def _source_of(self, segment: PartitionedSegment, size: int) -> PartitionedSource:
+        return PartitionedSource(segment, self._partition_load(segment, cached=True),
+                                 self._partition_load(segment, cached=False), size)
+
+    # -- reading partitions ----------------------------------------------------------------------
+    def _partition_load(self, segment: PartitionedSegment, cached: bool) -> Load:
+        key = keys.segment_key(self.name, segment.id)
+
+        def load(numbers: Sequence[int]) -> list[Partition]:
+            found: list[Partition | None] = [None] * len(numbers)
+            missing = []
+            for i, p in enumerate(numbers):
+                part = self._partition_cache.get((self.name, segment.id, int(p))) if cached else None
+                if part is None:
+                    missing.append(i)
+                else:
+                    found[i] = part
+            if missing:
+                datas = self._fetch_ranges(key, segment.partition_ranges([numbers[i] for i in missing]))
+                for i, data in zip(missing, datas):
+                    part = segment.decode_partition(int(numbers[i]), data)
+                    if cached:
+                        self._partition_cache.put((self.name, segment.id, int(numbers[i])), part)
+                    found[i] = part
+            return found  # type: ignore[return-value]
+
+        return load
+
+    def _fetch_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """(offset, length) ranges of ``key``, one concurrent range GET each.  From a worker
+        thread only: the GETs run on the collection's event loop."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError(f"collection {self.name!r}: partitions read before the collection has an event loop")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("partitions must be read from a worker thread, never on the event loop")
+
+        async def fetch() -> list[bytes]:
+            return list(await asyncio.gather(*(self.store.get_range(key, off, off + length) for off, length in ranges)))
+
+        return asyncio.run_coroutine_threadsafe(fetch(), loop).result()
+
+    # -- ids ---------------------------------------------------------------------------------------
+    def _locate_partitioned(self, ids: Sequence[str]) -> dict[str, tuple[RowSource, int]]:
+        """Where each of ``ids`` is live in a partitioned segment (ids found nowhere are absent).
+        An id is live in at most one place, so the newest segment holding it is the one."""
+        found: dict[str, tuple[RowSource, int]] = {}
+        pending = list(dict.fromkeys(ids))
+        for source in reversed(self.partitioned_sources):
+            if not pending:
+                break
+            rows = source.locate_live(pending)
+            rest = []
+            for doc_id, row in zip(pending, rows.tolist()):
+                if row >= 0:
+                    found[doc_id] = (source, row)
+                else:
+                    rest.append(doc_id)
+            pending = rest
+        return found
+
+    def _locate(self, doc_id: str) -> tuple[RowSource, int] | None:
+        loc = self._where.get(doc_id)
+        if loc is not None or not self.partitioned_sources:
+            return loc
+        return self._locate_partitioned([doc_id]).get(doc_id)
+
+    def _live_partitioned_count(self) -> int:
+        return sum(source.live_count() for source in self.partitioned_sources)
+
+    def _live_partitioned(self) -> Iterator[tuple[PartitionedSource, Partition, np.ndarray]]:
+        """Each partition of each partitioned segment with its live rows' offsets in it."""
+        for source in self.partitioned_sources:
+            for part in source.walk(uncached=True):
+                alive = ~source.segment.tombstones[part.start : part.start + len(part.vectors)]
+                yield source, part, np.flatnonzero(alive)

@@ -1,0 +1,95 @@
+"""The node's RAM tier for partitioned segments: decoded partitions in one LRU bounded in bytes,
+shared by every collection of the node (``cache.ram_bytes`` is a node-wide budget).
+
+A partition larger than the whole budget is served but never kept, so the resident bytes
+never exceed the budget.  Queries hold the partitions they scan while they scan them; that
+working set is not part of the cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable, Hashable, Protocol
+
+from .partitioned import Partition
+
+OnEvent = Callable[[str, int], None]   # ("hit" | "miss" | "eviction", count)
+Key = tuple[str, str, int]             # (collection, segment id, partition number)
+
+
+class PartitionCache(Protocol):
+    def get(self, key: Key) -> Partition | None: ...
+
+    def put(self, key: Key, partition: Partition) -> None: ...
+
+    def forget_segment(self, collection: str, segment_id: str) -> None: ...
+
+
+class NoPartitionCache:
+    """Before the node attaches its cache (recovery): every load is fetched."""
+
+    def get(self, key: Key) -> Partition | None:
+        return None
+
+    def put(self, key: Key, partition: Partition) -> None:
+        pass
+
+    def forget_segment(self, collection: str, segment_id: str) -> None:
+        pass
+
+
+class PartitionLru:
+    def __init__(self, budget_bytes: int, on_event: Callable[[str, str, int], None] | None = None) -> None:
+        self.budget = budget_bytes
+        self._on_event = on_event      # (collection, kind, count)
+        self._entries: OrderedDict[Hashable, tuple[Partition, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.evictions = 0
+
+    @property
+    def resident_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Key) -> Partition | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+            else:
+                self._entries.move_to_end(key)
+                self.hits += 1
+        self._emit(key[0], "hit" if entry is not None else "miss", 1)
+        return entry[0] if entry is not None else None
+
+    def put(self, key: Key, partition: Partition) -> None:
+        size = partition.nbytes()
+        if size > self.budget:
+            return
+        evicted: dict[str, int] = {}
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._entries[key] = (partition, size)
+            self._bytes += size
+            while self._bytes > self.budget:
+                victim, (_, victim_size) = self._entries.popitem(last=False)
+                self._bytes -= victim_size
+                evicted[victim[0]] = evicted.get(victim[0], 0) + 1  # type: ignore[index]
+            self.evictions += sum(evicted.values())
+        for collection, n in evicted.items():
+            self._emit(collection, "eviction", n)
+
+    def forget_segment(self, collection: str, segment_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == collection and k[1] == segment_id]:  # type: ignore[index]
+                self._bytes -= self._entries.pop(key)[1]
+
+    def _emit(self, collection: str, kind: str, n: int) -> None:
+        if self._on_event is not None:
+            self._on_event(collection, kind, n)
