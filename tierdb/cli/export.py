@@ -20,10 +20,6 @@ from .progress import Progress
 from .readers import UsageError
 
 
-def _live_ids(collection: Any) -> list[str]:
-    return collection.ids()
-
-
 _json_line = msgspec.json.Encoder()
 
 
@@ -76,7 +72,7 @@ async def _write_export(
     collection: Any, tmp_out: Path, tmp_meta: Path | None, batch_size: int, progress_enabled: bool
 ) -> int:
     """Write the documents to the temporary file(s); returns how many were written."""
-    ids = _live_ids(collection)
+    ids = await collection.live_ids()
     progress = Progress(f"export {collection.name}", len(ids), enabled=progress_enabled)
     matrix = None
     if tmp_meta is not None:  # .npy output: vectors in an array, ids and metadata as lines

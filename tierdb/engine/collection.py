@@ -142,8 +142,13 @@ class Collection(WritesMixin, ReadsMixin, RecoveryMixin, MaintenanceMixin, Warmi
     def count(self) -> int:
         return len(self._where) + self._live_partitioned_count()
 
+    async def live_ids(self) -> list[str]:
+        """``ids()`` from the event loop (partitions are read in a worker thread)."""
+        return await asyncio.to_thread(self.ids)
+
     def ids(self) -> list[str]:
-        """Every live id (a snapshot; reads every partition of a partitioned segment)."""
+        """Every live id (a snapshot; reads every partition of a partitioned segment, so from
+        a worker thread when there are any: see ``live_ids``)."""
         with self._rw.read():
             found = list(self._where)
             for _, part, live in self._live_partitioned():
