@@ -61,31 +61,39 @@ class PartitionAccessMixin(CollectionState):
 
     # -- reading partitions ----------------------------------------------------------------------
     def _partition_load(self, segment: PartitionedSegment, cached: bool) -> Load:
-        key = keys.segment_key(self.name, segment.id)
-
         def load(numbers: Sequence[int]) -> list[Partition]:
-            found: list[Partition | None] = [None] * len(numbers)
-            missing = []
-            for i, p in enumerate(numbers):
-                part = self._partition_cache.get((self.name, segment.id, int(p))) if cached else None
-                if part is None:
-                    missing.append(i)
-                else:
-                    found[i] = part
-            if missing:
-                datas = self._fetch_ranges(key, segment.partition_ranges([numbers[i] for i in missing]))
-                for i, data in zip(missing, datas):
-                    part = segment.decode_partition(int(numbers[i]), data)
-                    if cached:
-                        self._partition_cache.put((self.name, segment.id, int(numbers[i])), part)
-                    found[i] = part
-            return found  # type: ignore[return-value]
+            return self._load_partitions([(segment, numbers)], cached)[0]
 
         return load
 
-    def _fetch_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
-        """(offset, length) ranges of ``key``, one concurrent range GET each.  From a worker
-        thread only: the GETs run on the collection's event loop."""
+    def _load_partitions(self, wanted: list[tuple[PartitionedSegment, Sequence[int]]],
+                         cached: bool = True) -> list[list[Partition]]:
+        """The partitions each segment needs, the missing ones of every segment fetched in one
+        round of concurrent range GETs (a cold query waits for one round, not one per segment)."""
+        found: list[list[Partition | None]] = []
+        missing: list[tuple[int, int, PartitionedSegment, int]] = []    # (request, position, segment, partition)
+        for n, (segment, numbers) in enumerate(wanted):
+            row: list[Partition | None] = []
+            for i, p in enumerate(numbers):
+                part = self._partition_cache.get((self.name, segment.id, int(p))) if cached else None
+                if part is None:
+                    missing.append((n, i, segment, int(p)))
+                row.append(part)
+            found.append(row)
+        if missing:
+            requests = [(keys.segment_key(self.name, segment.id), segment.partition_ranges([p])[0])
+                        for _, _, segment, p in missing]
+            datas = self._fetch_ranges(requests)
+            for (n, i, segment, p), data in zip(missing, datas):
+                part = segment.decode_partition(p, data)
+                if cached:
+                    self._partition_cache.put((self.name, segment.id, p), part)
+                found[n][i] = part
+        return found  # type: ignore[return-value]
+
+    def _fetch_ranges(self, requests: list[tuple[str, tuple[int, int]]]) -> list[bytes]:
+        """(key, (offset, length)) ranges, one concurrent range GET each.  From a worker thread
+        only: the GETs run on the collection's event loop."""
         loop = self._loop
         if loop is None:
             raise RuntimeError(f"collection {self.name!r}: partitions read before the collection has an event loop")
@@ -97,7 +105,8 @@ class PartitionAccessMixin(CollectionState):
             raise RuntimeError("partitions must be read from a worker thread, never on the event loop")
 
         async def fetch() -> list[bytes]:
-            return list(await asyncio.gather(*(self.store.get_range(key, off, off + length) for off, length in ranges)))
+            return list(await asyncio.gather(
+                *(self.store.get_range(key, off, off + length) for key, (off, length) in requests)))
 
         return asyncio.run_coroutine_threadsafe(fetch(), loop).result()
 

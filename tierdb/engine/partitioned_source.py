@@ -95,11 +95,22 @@ class PartitionedSource(RowSource):
         return self.segment.documents(rows, self._load)
 
     def search(self, queries: np.ndarray, k: int, ef: int, allowed: np.ndarray | None,
-               nprobe: int | None = None) -> SearchResult:
-        """The k nearest live rows among the ``nprobe`` partitions nearest each query.
-        Rows of -1 (distance inf) pad a query whose probed partitions hold fewer than k."""
-        rows, dist = self.segment.search_partitions(queries, k, nprobe or 1, self._load, allowed)
+               nprobe: int | None = None, preloaded: dict[int, Partition] | None = None) -> SearchResult:
+        """The k nearest live rows among the ``nprobe`` partitions nearest each query (those in
+        ``preloaded`` are not read again).  Rows of -1 (distance inf) pad a query whose probed
+        partitions hold fewer than k."""
+        load = self._load
+        if preloaded:
+            def load(numbers: Sequence[int]) -> list[Partition]:
+                absent = [p for p in numbers if p not in preloaded]
+                fetched = dict(zip(absent, self._load(absent))) if absent else {}
+                return [preloaded[p] if p in preloaded else fetched[p] for p in numbers]
+        rows, dist = self.segment.search_partitions(queries, k, nprobe or 1, load, allowed)
         return SearchResult(rows, dist)
+
+    def probed(self, queries: np.ndarray, nprobe: int) -> list[int]:
+        """The partitions ``search`` reads for these queries."""
+        return np.unique(self.segment.route(queries, nprobe)).tolist()
 
     def search_matching(self, queries: np.ndarray, k: int, nprobe: int, predicate: Predicate) -> SearchResult:
         """Filtered search: the filter is evaluated on the probed partitions' metadata; while

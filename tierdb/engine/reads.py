@@ -169,12 +169,16 @@ class ReadsMixin(PartitionAccessMixin):
             partitioned = self.partitioned_sources
             total_nlist = sum(src.nlist for src in partitioned)
             probe = nprobe or self.settings.partitions.nprobe
-            probed = 0
-            for src in partitioned:
-                share = nprobe_share(probe, src.nlist, total_nlist)
-                probed += share
+            shares = [nprobe_share(probe, src.nlist, total_nlist) for src in partitioned]
+            probed = sum(shares)
+            preloaded: list[dict] = [{} for _ in partitioned]
+            if predicate is None and partitioned:  # one round of range GETs for every segment
+                wanted = [(src.segment, src.probed(queries, share)) for src, share in zip(partitioned, shares)]
+                for pre, (_, numbers), parts in zip(preloaded, wanted, self._load_partitions(wanted)):
+                    pre.update(zip(numbers, parts))
+            for src, share, pre in zip(partitioned, shares, preloaded):
                 if predicate is None:
-                    result = src.search(queries, k, ef, None, share)
+                    result = src.search(queries, k, ef, None, share, pre)
                 else:
                     result = src.search_matching(queries, k, share, predicate)
                 if result.rows.shape[1]:
