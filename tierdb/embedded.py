@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import inspect
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -184,10 +185,11 @@ class EmbeddedTierDB:
     def _collection(self, name: str) -> Any:
         return self.engine.get_collection(name)
 
-    def _check_query(self, k: Any, ef: Any, batch: list[list[float]] | None) -> None:
+    def _check_query(self, k: Any, ef: Any, nprobe: Any, batch: list[list[float]] | None) -> None:
         """The checks the REST API makes before a query reaches the engine, in the same order."""
         self._limits.check_k(k)
         self._limits.check_ef(ef)
+        self._limits.check_nprobe(nprobe)
         if batch is not None:
             self._limits.check_query_vectors("vectors", len(batch))
 
@@ -303,12 +305,13 @@ class EmbeddedTierDB:
         include: Sequence[str] = ("metadata",),
         ef: int | None = None,
         *,
+        nprobe: int | None = None,
         consistency: str | None = None,
     ) -> list[t.Hit] | list[list[t.Hit]]:
         calls.check_consistency(consistency)
         one, many = calls.query_vectors(vector, vectors)
         fields = calls.check_include(include)
-        self._check(self._check_query, k, ef, many)
+        self._check(self._check_query, k, ef, nprobe, many)
         # In the calling thread: a query takes only the collection's thread-safe read path, so it
         # needs no hop to the engine's loop and none to a worker thread.
         results = self._call_here(
@@ -319,6 +322,7 @@ class EmbeddedTierDB:
                 include_metadata="metadata" in fields,
                 include_vector="vector" in fields,
                 ef=ef,
+                nprobe=nprobe,
             )
         )
         hits = _convert(results, list[list[t.Hit]])
@@ -341,6 +345,26 @@ class EmbeddedTierDB:
 
     def compact(self, name: str, full: bool = False) -> t.CompactResult:
         return _convert(self._call(lambda: self._collection(name).compact(full=full)), t.CompactResult)
+
+    def warm(
+        self,
+        name: str,
+        wait: bool = False,
+        *,
+        timeout: float | None = 3600.0,
+        on_progress: Callable[[t.WarmStatus], None] | None = None,
+    ) -> t.WarmStatus:
+        """As ``TierDB.warm``: pre-fetch the collection's segments into the disk cache."""
+        progress = _convert(self._call(lambda: self._collection(name).start_warm()), t.WarmStatus)
+        if not wait:
+            return progress
+        waiting = calls.WarmWait(name, timeout)
+        while progress.state not in calls.WARM_SETTLED:
+            time.sleep(waiting.next_sleep(progress))
+            progress = _convert(self._call(lambda: self._collection(name).stats().warm), t.WarmStatus)
+            if on_progress is not None:
+                on_progress(progress)
+        return progress
 
 
 def _convert(value: Any, tp: Any) -> Any:

@@ -84,6 +84,30 @@ PARTITIONS_PROBED = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
 )
 
+# Partitions a query probed, per query vector and partitioned segment (s3_only); hnswlib
+# segments and the memtable are not counted.  Buckets double from 1 to 4096 (limits.MAX_NPROBE).
+PARTITIONS_PROBED = Histogram(
+    "tierdb_query_partitions_probed",
+    "Partitions probed per query vector and partitioned segment (s3_only)",
+    _COLL,
+    buckets=tuple(float(2**i) for i in range(13)),
+)
+
+# --- node-wide gauges (set where the value changes) --------------------------------------------
+
+# The node's cache budgets (cache.ram_bytes, cache.disk_bytes: shared by every collection) and
+# what the caches hold now; tier = "ram" | "disk".
+CACHE_TIERS = ("ram", "disk")
+CACHE_BUDGET_BYTES = Gauge("tierdb_cache_budget_bytes", "Node-wide cache budget by tier (cache.ram_bytes, cache.disk_bytes)", ["tier"])
+CACHE_RESIDENT_BYTES = Gauge("tierdb_cache_resident_bytes", "Bytes held in the node-wide cache by tier", ["tier"])
+
+
+def set_cache_budgets(ram_bytes: int, disk_bytes: int) -> None:
+    """Export the node's cache budgets, and the resident series (0 until the caches report)."""
+    for tier, budget in zip(CACHE_TIERS, (ram_bytes, disk_bytes)):
+        CACHE_BUDGET_BYTES.labels(tier=tier).set(budget)
+        CACHE_RESIDENT_BYTES.labels(tier=tier)
+
 
 def observe_request(method: str, route: str, status: int | str, seconds: float) -> None:
     """Record one finished HTTP request in both ``http_requests_total`` and the latency histogram.
@@ -109,7 +133,8 @@ _request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 _COLLECTION_COUNTERS = (INSERTS, DELETES, QUERIES, S3_UPLOADS, S3_RETRIES, S3_PERMANENT_FAILURES)
 _TIERED_COUNTERS = (CACHE_HITS, CACHE_MISSES, CACHE_EVICTIONS)
 _PER_COLLECTION = (
-    REPLICA_POLL_REQUESTS, *_COLLECTION_COUNTERS, COMPACTIONS, *_TIERED_COUNTERS, S3_REQUESTS, S3_BYTES_FETCHED, OPERATION_SECONDS
+    REPLICA_POLL_REQUESTS, *_COLLECTION_COUNTERS, COMPACTIONS, *_TIERED_COUNTERS, S3_REQUESTS, S3_BYTES_FETCHED,
+    OPERATION_SECONDS, PARTITIONS_PROBED,
 )
 
 
@@ -143,6 +168,7 @@ def init_collection(
         S3_REQUESTS.labels(collection=name, op=op)
     for op in S3_READ_OPS:
         S3_BYTES_FETCHED.labels(collection=name, op=op)
+    PARTITIONS_PROBED.labels(collection=name)
 
 
 def forget_collection(name: str) -> None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tierdb.api.auth import AdminMode, admin_mode, bearer_token, is_loopback
@@ -26,7 +27,13 @@ ROUTES = [
     ("POST", "/admin/collections/docs/dlq/retry"),
     ("DELETE", "/admin/collections/docs/dlq"),
     ("POST", "/admin/collections/docs/compact"),
+    ("POST", "/admin/collections/docs/warm"),
 ]
+ACCEPTED = {("POST", "/admin/collections/docs/warm")}  # answered 202 (runs on), the others 200
+
+
+def success(method: str, path: str) -> int:
+    return 202 if (method, path) in ACCEPTED else 200
 
 
 def assert_error(response, status: int, kind: str, *needles: str) -> dict[str, Any]:
@@ -100,6 +107,37 @@ async def test_admin_routes_answer_503_until_recovery_finishes(open_client, monk
         response = await client.get("/admin/collections/docs/status")
         assert_error(response, 503, "unavailable", "starting")
         release.set()
+
+
+# -- warming --------------------------------------------------------------------------------------
+
+
+async def test_warm_answers_202_with_progress_and_the_status_shows_it(client: Client) -> None:
+    await seeded(client, n=10)
+    assert (await client.post("/admin/collections/docs/compact")).status_code == 200
+    assert (await status(client))["warm"] == {
+        "state": "idle", "segments_total": 0, "segments_done": 0, "bytes_total": 0, "bytes_fetched": 0,
+        "started_at": 0.0, "finished_at": 0.0, "error": "",
+    }
+    response = await client.post("/admin/collections/docs/warm")
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert started["state"] == "running" and started["segments_total"] == 1 and started["bytes_total"] > 0
+    deadline = time.monotonic() + 60
+    while (warm := (await status(client))["warm"])["state"] == "running":
+        assert time.monotonic() < deadline, warm
+        await asyncio.sleep(0.02)
+    assert warm["state"] == "done" and warm["error"] == ""
+    assert warm["segments_done"] == 1 and warm["bytes_fetched"] == warm["bytes_total"] == started["bytes_total"]
+    assert warm["finished_at"] >= warm["started_at"] == started["started_at"] > 0
+    assert await count(client, "docs") == 10
+
+
+async def test_warm_answers_msgpack_when_asked(client: Client) -> None:
+    await seeded(client, n=3)
+    response = await client.post("/admin/collections/docs/warm", headers={"accept": "application/msgpack"})
+    assert response.status_code == 202 and response.headers["content-type"] == "application/msgpack"
+    assert msgspec.msgpack.decode(response.content)["state"] == "running"
 
 
 # -- compaction -----------------------------------------------------------------------------------
@@ -237,7 +275,7 @@ async def test_no_token_and_loopback_bind_allows_admin(open_client, data_dir, ho
         await seeded(client, n=2)
         for method, path in ROUTES:
             response = await client.request(method, path)
-            assert response.status_code == 200, (method, path, response.text)
+            assert response.status_code == success(method, path), (method, path, response.text)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "tierdb.example.com"])
@@ -307,7 +345,7 @@ async def test_token_configured_right_token_is_200(token_client: Client) -> None
     for method, path in ROUTES:
         for headers in (AUTH, {"authorization": f"bearer {TOKEN}"}, {"authorization": f"  BEARER  {TOKEN} "}):
             response = await token_client.request(method, path, headers=headers)
-            assert response.status_code == 200, (method, path, response.text)
+            assert response.status_code == success(method, path), (method, path, response.text)
 
 
 async def test_non_ascii_token_is_compared_as_utf8(open_client, data_dir) -> None:

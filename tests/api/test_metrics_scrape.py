@@ -138,6 +138,9 @@ def test_scrape_reflects_the_traffic(scrape: Scrape) -> None:
     assert scrape.values("storage_dlq_size", collection=NAME) == [0.0]
     assert scrape.values("storage_fenced", collection=NAME) == [0.0]
     assert scrape.values("storage_last_snapshot_timestamp_seconds", collection=NAME)[0] > 0
+    # node-wide cache budgets, from the settings at start (the defaults: 512 MiB RAM, 2 GiB disk)
+    assert scrape.values("tierdb_cache_budget_bytes", tier="ram") == [512 * 2**20]
+    assert scrape.values("tierdb_cache_budget_bytes", tier="disk") == [2 * 2**30]
     statuses = {(s.labels["route"], s.labels["status"]) for s in scrape.samples["http_requests_total"]}
     assert ("/v1/collections/{name}/query", "400") in statuses
     assert ("/v1/collections/{name}", "404") in statuses

@@ -140,3 +140,32 @@ async def test_msgpack_upsert_then_json_read(client: Client) -> None:
     await client.post("/v1/collections/docs/documents", content=body, headers={"content-type": "application/msgpack"})
     (found,) = await get_docs(client, "docs", ["a"])
     assert found["metadata"] == {"nested": {"x": [1, None, "y"]}}
+
+
+@pytest.mark.parametrize(
+    ("nprobe", "needle"),
+    [(0, "nprobe must be between 1 and 4096"), (-1, "nprobe must be between 1 and 4096"),
+     (4097, "nprobe must be between 1 and 4096"), ("x", "$.nprobe"), (True, "$.nprobe")],
+)
+async def test_msgpack_query_checks_nprobe_like_json(client: Client, nprobe, needle: str) -> None:
+    await seeded(client, n=3)
+    body = {"vector": unit(1), "k": 2, "nprobe": nprobe}
+    as_json = await client.post("/v1/collections/docs/query", json=body)
+    as_msgpack = await client.post(
+        "/v1/collections/docs/query", content=packed(body), headers={"content-type": "application/msgpack"}
+    )
+    assert as_json.status_code == as_msgpack.status_code == 400
+    assert as_json.json()["message"] == as_msgpack.json()["message"]
+    assert needle in as_msgpack.json()["message"]
+    assert await count(client, "docs") == 3
+
+
+async def test_msgpack_query_accepts_nprobe(client: Client) -> None:
+    await seeded(client, n=6)
+    response = await client.post(
+        "/v1/collections/docs/query",
+        content=packed({"vector": unit(4), "k": 2, "nprobe": 16}),
+        headers={"content-type": "application/msgpack", "accept": "application/msgpack"},
+    )
+    assert response.status_code == 200, response.text
+    assert msgspec.msgpack.decode(response.content)["results"][0]["id"] == "d4"

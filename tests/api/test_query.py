@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from tierdb.engine.collection import Collection
+
 from .conftest import Client, create, doc, seeded, unit, upsert
 
 
@@ -105,3 +107,27 @@ async def test_deleted_documents_are_never_returned(client: Client) -> None:
     results = (await query(client, vector=unit(2), k=6))["results"]
     assert "d2" not in {hit["id"] for hit in results}
     assert len(results) == 5
+
+
+async def test_nprobe_reaches_the_engine_and_hnswlib_segments_ignore_it(client: Client, monkeypatch) -> None:
+    """nprobe only steers partitioned (s3_only) segments: on a memory collection the answer is
+    the one without it, and the value is handed to the engine as given."""
+    await seeded(client, n=5)
+    seen: list[int | None] = []
+    original = Collection.query
+
+    async def recording(self, *args, **kwargs):
+        seen.append(kwargs.get("nprobe"))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "query", recording)
+    plain = (await query(client, vector=unit(2), k=3))["results"]
+    probed = (await query(client, vector=unit(2), k=3, nprobe=7))["results"]
+    assert probed == plain and probed[0]["id"] == "d2"
+    assert seen == [None, 7]
+
+
+async def test_ef_is_checked_before_nprobe(client: Client) -> None:
+    await seeded(client, n=2)
+    response = await client.post("/v1/collections/docs/query", json={"vector": unit(0), "ef": 0, "nprobe": 0})
+    assert response.status_code == 400 and response.json()["field"] == "ef"

@@ -106,3 +106,33 @@ def test_admin_token_from_the_environment(cli, tmp_path, monkeypatch) -> None:
         monkeypatch.setenv("TIERDB_ADMIN_TOKEN", ADMIN_TOKEN)
         assert cli("compact", "--collection", "docs", url=secured.url).code == 0
         assert cli("collections", url=secured.url).out.splitlines()[1].split()[-1] == "n/a"
+
+
+def test_warm(cli, server, seeded) -> None:
+    with TierDB(server.url) as db:
+        db.compact(seeded)
+    started = cli("warm", "--collection", seeded, url=server.url)
+    assert started.code == 0, started.err
+    assert f"warming '{seeded}': 0/1 segments" in started.out
+    waited = cli("warm", "--collection", seeded, "--wait", url=server.url)
+    assert waited.code == 0, waited.err
+    assert f"warmed 1/1 segments" in waited.out and f"of '{seeded}' in " in waited.out
+    assert f"warming '{seeded}': " in waited.err and "bytes 100.0%" in waited.err  # the progress line
+    body = cli("warm", "--collection", seeded, "--wait", "--json", url=server.url).json()
+    assert (body["state"], body["segments_done"], body["error"]) == ("done", 1, "")
+    assert body["bytes_fetched"] == body["bytes_total"] > 0
+    missing = cli("warm", "--collection", "no-such", "--json", url=server.url)
+    assert missing.code == 3 and missing.json()["error"] == "not_found"
+
+
+def test_a_failed_warm_exits_non_zero_and_says_why(cli, server, seeded) -> None:
+    with TierDB(server.url) as db:
+        db.compact(seeded)
+    (segment,) = (server.data_dir / "collections" / seeded / "segments").glob("*.seg")
+    segment.unlink()  # the node can no longer read it
+    failed = cli("warm", "--collection", seeded, "--wait", "--json", url=server.url)
+    assert failed.code == 1, failed.out
+    body = failed.json()
+    assert body["error"] == "warm_failed" and body["warm"]["state"] == "failed"
+    assert segment.stem in body["message"] or "not found" in body["message"].lower()
+    assert f"error: warming '{seeded}' failed: " in failed.err

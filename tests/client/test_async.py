@@ -38,6 +38,11 @@ async def test_async_happy_path(server) -> None:
         assert await db.dlq(name) == [] and await db.retry_dlq(name) == 0 and await db.clear_dlq(name) == 0
         result = await db.compact(name)
         assert isinstance(result, CompactResult) and result.flushed_rows > 0
+        assert await db.query(name, vector=vectors[0], k=4, nprobe=2) == await db.query(name, vector=vectors[0], k=4)
+        seen: list[str] = []
+        warmed = await db.warm(name, wait=True, timeout=60, on_progress=lambda p: seen.append(p.state))
+        assert (warmed.state, warmed.segments_done, warmed.error) == ("done", 1, "")
+        assert seen[-1] == "done" and (await db.status(name)).warm == warmed
         await db.delete_collection(name)
         await db.delete_collection(name, missing_ok=True)
 

@@ -54,6 +54,10 @@ def exercise(db, name: str) -> dict:
     compacted = db.compact(name, full=True)
     seen["compact"] = (compacted.flushed_rows, compacted.segments)
     seen["after_compact"] = db.query(name, vector=vectors[42], k=7)
+    seen["after_compact_nprobe"] = db.query(name, vector=vectors[42], k=7, nprobe=3)  # hnswlib: ignored
+    warmed = db.warm(name, wait=True, timeout=60)
+    seen["warm"] = (warmed.state, warmed.error, warmed.segments_done, warmed.segments_total,
+                    warmed.bytes_fetched == warmed.bytes_total > 0, db.status(name).warm.state)
     status = db.status(name)
     seen["status"] = (status.name, status.policy, status.count, status.segments, status.state, status.dlq_size)
     seen["dlq"] = (db.dlq(name), db.retry_dlq(name), db.clear_dlq(name))
@@ -65,6 +69,8 @@ def exercise(db, name: str) -> dict:
         "dimension": lambda: db.upsert(name, ["x"], [[1.0, 2.0]]),
         "nan": lambda: db.upsert(name, ["x"], [[float("nan")] * DIM]),
         "k": lambda: db.query(name, vector=vectors[0], k=0),
+        "nprobe": lambda: db.query(name, vector=vectors[0], k=1, nprobe=0),
+        "warm_missing": lambda: db.warm("missing-collection"),
         "bad_filter": lambda: db.query(name, vector=vectors[0], filter={"i": {"$regex": "."}}),
         "bad_name": lambda: db.create_collection("Bad Name", DIM),
     }.items():
@@ -89,6 +95,10 @@ def test_embedded_matches_the_http_client(server, tmp_path) -> None:
     assert over_http["error_conflict"] == ("Conflict", 409, "conflict")
     assert over_http["error_dimension"] == ("InvalidRequest", 400, "invalid")
     assert over_http["error_missing_doc"] == ("NotFound", 404, "not_found")
+    assert over_http["after_compact_nprobe"] == over_http["after_compact"]
+    assert over_http["warm"] == ("done", "", 1, 1, True, "done")
+    assert over_http["error_nprobe"] == ("InvalidRequest", 400, "invalid")
+    assert over_http["error_warm_missing"] == ("NotFound", 404, "not_found")
 
 
 def test_embedded_has_the_same_methods_as_the_http_client() -> None:

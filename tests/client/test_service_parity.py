@@ -80,6 +80,10 @@ CASES: dict[str, Callable[[Any], Any]] = {
     "k_over_max": lambda db: db.query("docs", vector=vec(), k=MAX_K + 1),
     "ef_zero": lambda db: db.query("docs", vector=vec(), k=1, ef=0),
     "ef_over_max": lambda db: db.query("docs", vector=vec(), k=1, ef=4097),
+    "nprobe_zero": lambda db: db.query("docs", vector=vec(), k=1, nprobe=0),
+    "nprobe_negative": lambda db: db.query("docs", vector=vec(), k=1, nprobe=-1),
+    "nprobe_over_max": lambda db: db.query("docs", vector=vec(), k=1, nprobe=4097),
+    "ef_before_nprobe": lambda db: db.query("docs", vector=vec(), k=1, ef=0, nprobe=0),
     "too_many_query_vectors": lambda db: db.query("docs", vectors=[vec(i) for i in range(MAX_QUERY_VECTORS + 1)]),
     "upsert_over_max_batch": lambda db: db.upsert("docs", *batch(MAX_BATCH + 1), batch_size=MAX_BATCH + 1),
     "get_over_max_batch": lambda db: db.get("docs", [f"d{i}" for i in range(MAX_BATCH + 1)], batch_size=100),
@@ -136,6 +140,9 @@ def test_the_engine_applies_the_settings_caps_to_direct_callers(both: dict[str, 
     )
     assert outcome(lambda: db._call(coll.query, [vec()], 1, ef=4097)) == outcome(
         lambda: CASES["ef_over_max"](db)
+    )
+    assert outcome(lambda: db._call(coll.query, [vec()], 1, nprobe=4097)) == outcome(
+        lambda: CASES["nprobe_over_max"](db)
     )
 
 

@@ -19,9 +19,11 @@ from tierdb.client import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     TierDB,
     TierDBClientError,
     Unauthorized,
+    WarmStatus,
 )
 from tests.client.conftest import ADMIN_TOKEN, API_KEY
 from tests.client.support import DIM, dataset, unique
@@ -293,3 +295,38 @@ def test_top_level_exports_are_the_client_types() -> None:
     assert tierdb.NotFound is NotFound
     assert tierdb.Hit is Hit
     assert msgspec.structs.asdict(Hit("a", 0.5)) == {"id": "a", "distance": 0.5, "metadata": None, "vector": None}
+
+
+# -- nprobe and warm ------------------------------------------------------------------------------
+
+
+def test_query_sends_nprobe_and_checks_it_on_the_server(db, seeded) -> None:
+    name, ids, vectors, metas = seeded
+    assert db.query(name, vector=vectors[7], k=3, nprobe=8) == db.query(name, vector=vectors[7], k=3)
+    with pytest.raises(InvalidRequest, match="nprobe must be between 1 and 4096") as bad:
+        db.query(name, vector=vectors[7], k=3, nprobe=0)
+    assert bad.value.details.get("field") == "nprobe"
+
+
+def test_warm_returns_progress_and_waits_on_the_node_it_asked(server, secured_server, db, seeded) -> None:
+    name = seeded[0]
+    db.compact(name)
+    started = db.warm(name)
+    assert isinstance(started, WarmStatus) and started.state in ("running", "done")
+    assert started.segments_total == 1 and started.bytes_total > 0
+    # Waiting polls the node at ``url``: a read replica that does not even accept this client
+    # (the secured server wants an API key) is never asked.
+    with TierDB(server.url, read_urls=[secured_server.url]) as routed:
+        done = routed.warm(name, wait=True, timeout=60)
+    assert (done.state, done.error) == ("done", "")
+    assert done.bytes_fetched == done.bytes_total == started.bytes_total
+    assert db.status(name).warm == done
+    with pytest.raises(NotFound):
+        db.warm("warm-missing")
+
+
+def test_warm_wait_gives_up_after_the_timeout(db, seeded) -> None:
+    name = seeded[0]
+    db.compact(name)
+    with pytest.raises(RequestTimeout, match=f"warming '{name}' had not finished after 0s"):
+        db.warm(name, wait=True, timeout=0)  # the first answer is always "running"

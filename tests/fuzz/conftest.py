@@ -165,6 +165,7 @@ def tighten(spec: dict[str, Any]) -> dict[str, Any]:
     query["properties"]["vectors"] = _nullable(batch)
     query["properties"]["k"] = {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}
     query["properties"]["ef"] = _nullable({"type": "integer", "minimum": 1, "maximum": 4096})
+    query["properties"]["nprobe"] = _nullable({"type": "integer", "minimum": 1, "maximum": 4096})
     query["properties"]["filter"] = _nullable(FILTER)
     query["anyOf"] = [  # exactly one of vector / vectors
         {"required": ["vector"], "properties": {"vector": vector, "vectors": {"type": "null"}}},

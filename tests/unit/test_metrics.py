@@ -198,6 +198,7 @@ def test_init_collection_exports_zero_series_and_forget_removes_them():
     for expected in (
         "storage_inserts_total", "storage_s3_permanent_failures_total", "storage_s3_retries_total",
         "storage_compactions_total", "storage_cache_misses_total", "storage_operation_duration_seconds_bucket",
+        "tierdb_query_partitions_probed_bucket",
     ):
         assert expected in names
     body, _ = metrics.render_latest()
@@ -210,3 +211,29 @@ def test_init_collection_exports_zero_series_and_forget_removes_them():
     assert "storage_inserts_total" in _series("other-collection")  # others untouched
     metrics.forget_collection("other-collection")
     metrics.forget_collection("never-existed")  # no-op
+
+
+def test_partitions_probed_buckets_double_up_to_the_nprobe_cap():
+    from tierdb.service.limits import MAX_NPROBE
+
+    metrics.init_collection("probed-test")
+    metrics.PARTITIONS_PROBED.labels(collection="probed-test").observe(24)
+    body, _ = metrics.render_latest()
+    text = body.decode()
+    assert f'tierdb_query_partitions_probed_bucket{{collection="probed-test",le="16.0"}} 0.0' in text
+    assert f'tierdb_query_partitions_probed_bucket{{collection="probed-test",le="32.0"}} 1.0' in text
+    assert f'tierdb_query_partitions_probed_bucket{{collection="probed-test",le="{float(MAX_NPROBE)}"}} 1.0' in text
+    metrics.forget_collection("probed-test")
+    assert "probed-test" not in metrics.render_latest()[0].decode()
+
+
+def test_cache_budgets_are_exported_per_tier_with_their_resident_series():
+    metrics.set_cache_budgets(ram_bytes=256 << 20, disk_bytes=4 << 30)
+    samples = {
+        (s.name, s.labels.get("tier")): s.value
+        for fam in text_string_to_metric_families(metrics.render_latest()[0].decode())
+        for s in fam.samples
+    }
+    assert samples[("tierdb_cache_budget_bytes", "ram")] == 256 << 20
+    assert samples[("tierdb_cache_budget_bytes", "disk")] == 4 << 30
+    assert ("tierdb_cache_resident_bytes", "ram") in samples and ("tierdb_cache_resident_bytes", "disk") in samples

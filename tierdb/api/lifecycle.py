@@ -62,6 +62,7 @@ class EngineHost:
         if self.engine is None:
             self.engine = build_engine(self.settings)
         metrics.register_engine_collector(self.engine.collection_stats)
+        metrics.set_cache_budgets(self.settings.cache.ram_bytes, self.settings.cache.disk_bytes)
         _running_hosts.add(self)
         self._recovery = asyncio.create_task(self._recover(self.engine), name="tierdb-recovery")
 

@@ -84,6 +84,9 @@ class QueryRequest(_Request):
     filter: dict[str, Any] | None = None
     include: list[Include] = []
     ef: int | None = None
+    # partitions probed per partitioned segment (s3_only); hnswlib segments and the memtable
+    # ignore it; None: the engine's calibrated default
+    nprobe: int | None = None
     # "strong" (read-your-writes): a reader first catches up with the writer's latest WAL object
     consistency: Consistency = "eventual"
 

@@ -1,4 +1,4 @@
-"""Command line: ``tierdb serve | restore | verify | export | import | collections | compact | dlq``.
+"""Command line: ``tierdb serve | restore | verify | export | import | collections | compact | warm | dlq``.
 
 This module only assembles the parser and runs the chosen command.  Each command is one
 ``add_<name>`` function that declares its arguments and one ``run_<name>`` function that returns
@@ -9,7 +9,7 @@ the exit code (``exit_codes.py``), in the module of its kind:
   stopped); their work is in ``restore_verify.py`` and ``export.py``;
 - ``importer.py``: ``import`` over HTTP, resumable (``readers.py``, ``checkpoint.py``,
   ``progress.py``);
-- ``remote.py``: ``collections``, ``compact``, ``dlq`` against a running server.
+- ``remote.py``: ``collections``, ``compact``, ``warm``, ``dlq`` against a running server.
 
 Heavy modules (the engine, the S3 client, uvicorn, numpy) are imported only by the command
 that needs them, so a command starts quickly and a bad configuration fails fast.
@@ -26,10 +26,10 @@ from ..config import ConfigError
 from .exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED, SUMMARY
 from .importer import add_import
 from .offline import add_export, add_restore, add_verify
-from .remote import add_collections, add_compact, add_dlq
+from .remote import add_collections, add_compact, add_dlq, add_warm
 from .serve import add_serve
 
-SUBCOMMANDS = (add_serve, add_restore, add_verify, add_export, add_import, add_collections, add_compact, add_dlq)
+SUBCOMMANDS = (add_serve, add_restore, add_verify, add_export, add_import, add_collections, add_compact, add_warm, add_dlq)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,13 +19,15 @@ from .output import fail
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
-def add_server_flags(parser: argparse.ArgumentParser, retries: int = 3, timeout: float = 30.0) -> None:
+def add_server_flags(
+    parser: argparse.ArgumentParser, retries: int = 3, timeout: float = 30.0, timeout_help: str = "per request"
+) -> None:
     parser.add_argument(
         "--url", default=os.environ.get("TIERDB_URL") or DEFAULT_URL,
         help=f"server URL (default: $TIERDB_URL, else {DEFAULT_URL}); credentials from $TIERDB_API_KEY, $TIERDB_ADMIN_TOKEN",
     )
     parser.add_argument(
-        "--timeout", type=float, default=timeout, metavar="SECS", help=f"per request (default {timeout:g})"
+        "--timeout", type=float, default=timeout, metavar="SECS", help=f"{timeout_help} (default {timeout:g})"
     )
     parser.add_argument(
         "--retries", type=int, default=retries, metavar="N",

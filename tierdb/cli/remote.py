@@ -1,4 +1,4 @@
-"""The admin commands that talk to a running server: ``collections``, ``compact``, ``dlq``.
+"""The admin commands that talk to a running server: ``collections``, ``compact``, ``warm``, ``dlq``.
 
 One ``add_<name>`` / ``run_<name>`` pair per command.  Flags, credentials and the exit codes of
 client errors are shared with ``import`` (``connection.py``).
@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from .connection import add_server_flags, fail_client, open_client
-from .exit_codes import EXIT_OK
-from .output import emit
+from .exit_codes import EXIT_FAILURE, EXIT_OK
+from .output import emit, fail
+from .progress import Progress
 from ..tiering import POLICIES
 
 COMPACT_TIMEOUT = 3600.0  # building the index of a big memtable takes minutes
+WARM_TIMEOUT = 3600.0     # fetching a large collection from S3 takes minutes
 
 
 # -- output helpers ------------------------------------------------------------------------------
@@ -145,6 +147,57 @@ def run_compact(args: argparse.Namespace) -> int:
           f"compacted {args.collection!r}: flushed {result.flushed_rows:,} rows, merged {result.merged_segments} "
           f"segments, {result.segments} segments now (manifest v{result.manifest_version}) in {result.duration_secs:.2f}s")
     return EXIT_OK
+
+
+# -- warm ------------------------------------------------------------------------------------------
+
+
+def add_warm(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "warm",
+        help="pre-fetch a collection's segments from S3 into the server's disk cache (admin)",
+        description="Start fetching every segment of the collection from S3 into the disk cache of the server "
+                    "at --url (a reader node too), so its first queries do not wait for S3. Without --wait it "
+                    "returns at once (progress: 'warm' in the collection's status); with --wait it shows "
+                    "progress until the warm is done and exits non-zero if it failed.",
+    )
+    parser.add_argument("--collection", required=True, metavar="NAME")
+    parser.add_argument("--wait", action="store_true", help="wait until the warm has finished, showing progress")
+    add_server_flags(parser, timeout=WARM_TIMEOUT, timeout_help="per request, and the longest --wait waits")
+    parser.set_defaults(run=run_warm)
+
+
+def _warm_summary(name: str, status: Any) -> str:
+    return (f"{status.segments_done}/{status.segments_total} segments, "
+            f"{_bytes(status.bytes_fetched)} of {_bytes(status.bytes_total)} of {name!r}")
+
+
+def run_warm(args: argparse.Namespace) -> int:
+    from ..client import TierDBClientError
+
+    name = args.collection
+    progress = Progress(f"warming {name!r}", 0, unit="bytes", enabled=args.wait and not args.json)
+
+    def show(status: Any) -> None:
+        progress.total = status.bytes_total
+        progress.update(status.bytes_fetched)
+
+    with open_client(args) as db:
+        try:
+            status = db.warm(name, wait=args.wait, timeout=args.timeout, on_progress=show)
+        except TierDBClientError as exc:
+            return fail_client(args, exc)
+    if not args.wait:
+        emit(args.json, _builtins(status), f"warming {name!r}: {_warm_summary(name, status)} so far "
+                                           f"(follow it with --wait or in the collection's status)")
+        return EXIT_OK
+    if status.state == "done":
+        progress.finish()
+        secs = status.finished_at - status.started_at
+        emit(args.json, _builtins(status), f"warmed {_warm_summary(name, status)} in {secs:.1f}s")
+        return EXIT_OK
+    reason = status.error or "the server no longer knows of this warm (it restarted or reopened the collection)"
+    return fail(args.json, EXIT_FAILURE, "warm_failed", f"warming {name!r} failed: {reason}", warm=_builtins(status))
 
 
 # -- dlq -------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .errors import (
     Unavailable,
 )
 from .sync import TierDB
-from .types import CollectionInfo, CollectionStatus, CompactResult, DlqEntry, Document, Hit, HnswParams
+from .types import CollectionInfo, CollectionStatus, CompactResult, DlqEntry, Document, Hit, HnswParams, WarmStatus
 
 __all__ = [
     "AsyncTierDB",
@@ -53,4 +53,5 @@ __all__ = [
     "TierDBClientError",
     "Unauthorized",
     "Unavailable",
+    "WarmStatus",
 ]

@@ -12,6 +12,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +22,7 @@ import numpy as np
 
 from . import types as t
 from ..service import rules
-from .errors import TierDBClientError, make_error
+from .errors import RequestTimeout, TierDBClientError, make_error
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -379,6 +380,7 @@ def query(
     include: list[str],
     ef: int | None,
     consistency: str = EVENTUAL,
+    nprobe: int | None = None,
 ) -> Call:
     body: dict[str, Any] = {"k": k, "include": include}
     if vector is not None:
@@ -389,6 +391,8 @@ def query(
         body["filter"] = filter
     if ef is not None:
         body["ef"] = ef
+    if nprobe is not None:
+        body["nprobe"] = nprobe
     if consistency == STRONG:  # eventual is the server's default: not sent
         body["consistency"] = STRONG
     result = t._Hits if vector is not None else t._BatchHits
@@ -409,6 +413,51 @@ def status(name: str, consistency: str = EVENTUAL) -> Call:
         "GET", f"/admin/collections/{_path(name)}/status", admin=True, read=True,
         headers=_consistency_headers(consistency), result=t.CollectionStatus,
     )
+
+
+def warm(name: str) -> Call:
+    """Start warming (or, while one runs, its progress).  Sent to the client's ``url`` only: the
+    node asked is the node whose disk cache fills, and ``warm_progress`` must ask the same one."""
+    return Call("POST", f"/admin/collections/{_path(name)}/warm", admin=True, result=t.WarmStatus)
+
+
+def warm_progress(name: str) -> Call:
+    """The ``warm`` of the status of the node at ``url`` (not a replica: not ``read``)."""
+    return Call(
+        "GET", f"/admin/collections/{_path(name)}/status", admin=True, result=t.CollectionStatus,
+        pick=lambda status: status.warm,
+    )
+
+
+# A wait for a warm ends at "done" or "failed", or at "idle": the node no longer knows of the
+# warm it started (it restarted, or reopened the collection), so nothing more will happen.
+WARM_SETTLED = ("done", "failed", "idle")
+
+
+@dataclass(slots=True)
+class WarmWait:
+    """Polling a warm until it finishes: how long to sleep next, and when to give up."""
+
+    name: str
+    timeout: float | None
+    interval: float = 0.2
+    max_interval: float = 2.0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def next_sleep(self, progress: t.WarmStatus) -> float:
+        """Seconds to sleep before the next poll; raises ``RequestTimeout`` past the deadline."""
+        waited = time.monotonic() - self.started
+        if self.timeout is not None and waited >= self.timeout:
+            raise RequestTimeout(
+                0, "timeout",
+                f"warming {self.name!r} had not finished after {self.timeout:g}s "
+                f"({progress.segments_done}/{progress.segments_total} segments, "
+                f"{progress.bytes_fetched}/{progress.bytes_total} bytes); it goes on on the server",
+            )
+        sleep, self.interval = self.interval, min(self.interval * 2, self.max_interval)
+        if self.timeout is not None:
+            sleep = min(sleep, self.timeout - waited)
+        return max(sleep, 0.0)
 
 
 def dlq(name: str) -> Call:

@@ -11,7 +11,7 @@ are the same.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ from . import _calls as calls
 from ._routing import Dispatch, Replicas, read_url_list
 from .errors import NotFound
 from .sync import _admin_headers, _headers, _may_try_again, _should_try_elsewhere, _unreachable, document_not_found
-from .types import CollectionInfo, CollectionStatus, CompactResult, DlqEntry, Document, Hit
+from .types import CollectionInfo, CollectionStatus, CompactResult, DlqEntry, Document, Hit, WarmStatus
 
 
 class AsyncTierDB:
@@ -172,11 +172,12 @@ class AsyncTierDB:
         include: Sequence[str] = ("metadata",),
         ef: int | None = None,
         *,
+        nprobe: int | None = None,
         consistency: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         one, many = calls.query_vectors(vector, vectors)
         level = self._consistency(consistency)
-        return await self._run(calls.query(name, one, many, k, filter, calls.check_include(include), ef, level))
+        return await self._run(calls.query(name, one, many, k, filter, calls.check_include(include), ef, level, nprobe))
 
     # -- admin ------------------------------------------------------------------------------------
 
@@ -191,6 +192,25 @@ class AsyncTierDB:
 
     async def clear_dlq(self, name: str) -> int:
         return await self._run(calls.clear_dlq(name))
+
+    async def warm(
+        self,
+        name: str,
+        wait: bool = False,
+        *,
+        timeout: float | None = 3600.0,
+        on_progress: Callable[[WarmStatus], None] | None = None,
+    ) -> WarmStatus:
+        progress = await self._run(calls.warm(name))
+        if not wait:
+            return progress
+        waiting = calls.WarmWait(name, timeout)
+        while progress.state not in calls.WARM_SETTLED:
+            await asyncio.sleep(waiting.next_sleep(progress))
+            progress = await self._run(calls.warm_progress(name))
+            if on_progress is not None:
+                on_progress(progress)
+        return progress
 
     async def compact(self, name: str, full: bool = False) -> CompactResult:
         return await self._run(calls.compact(name, full))

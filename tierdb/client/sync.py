@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -21,7 +21,7 @@ from .. import __version__
 from . import _calls as calls
 from ._routing import Dispatch, Replicas, read_url_list
 from .errors import ConnectionFailed, NotFound, RequestTimeout
-from .types import CollectionInfo, CollectionStatus, CompactResult, DlqEntry, Document, Hit
+from .types import CollectionInfo, CollectionStatus, CompactResult, DlqEntry, Document, Hit, WarmStatus
 
 USER_AGENT = f"tierdb-python/{__version__}"
 # Connection failures where the request never reached the server: safe to retry any call.
@@ -68,7 +68,7 @@ class TierDB:
 
     ``url``: the server (``http://host:8080``, a path prefix behind a proxy is kept).
     ``api_key``: sent as ``X-API-Key`` on data calls when the server requires keys.
-    ``admin_token``: sent as ``Authorization: Bearer`` on the admin calls (status, dlq, compact).
+    ``admin_token``: sent as ``Authorization: Bearer`` on the admin calls (status, dlq, compact, warm).
     ``timeout``: seconds per request.  ``retries``: how many times an idempotent call (reads,
     upsert, delete, query) is retried after a 429/503 or a lost connection, with exponential
     backoff and jitter, waiting at least the server's ``Retry-After``.  Calls that are not
@@ -249,15 +249,18 @@ class TierDB:
         include: Sequence[str] = ("metadata",),
         ef: int | None = None,
         *,
+        nprobe: int | None = None,
         consistency: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """k nearest neighbours sorted by distance. ``vector=`` returns ``list[Hit]``;
         ``vectors=`` (a batch) returns one list per query vector.  ``include``: any of
         "metadata", "vector".  ``ef``: HNSW search breadth (default: the collection's).
+        ``nprobe``: partitions probed per partitioned segment (s3_only; default: the engine's
+        calibrated value; hnswlib segments and the memtable ignore it).
         ``consistency``: "eventual" | "strong" (default: the client's ``read_consistency``)."""
         one, many = calls.query_vectors(vector, vectors)
         level = self._consistency(consistency)
-        return self._run(calls.query(name, one, many, k, filter, calls.check_include(include), ef, level))
+        return self._run(calls.query(name, one, many, k, filter, calls.check_include(include), ef, level, nprobe))
 
     # -- admin ------------------------------------------------------------------------------------
 
@@ -277,6 +280,30 @@ class TierDB:
     def clear_dlq(self, name: str) -> int:
         """Drop the DLQ entries (the next upload is a full snapshot); returns how many."""
         return self._run(calls.clear_dlq(name))
+
+    def warm(
+        self,
+        name: str,
+        wait: bool = False,
+        *,
+        timeout: float | None = 3600.0,
+        on_progress: Callable[[WarmStatus], None] | None = None,
+    ) -> WarmStatus:
+        """Pre-fetch the collection's segments from S3 into the disk cache of the node at ``url``
+        (admin).  Returns the progress at once, or with ``wait`` polls that node's status until
+        the warm is "done" or "failed" (or "idle": the node restarted meanwhile), calling
+        ``on_progress`` after each poll; ``RequestTimeout`` after ``timeout`` seconds (None: no
+        limit; the warm goes on on the server).  Asking while a warm runs returns its progress."""
+        progress = self._run(calls.warm(name))
+        if not wait:
+            return progress
+        waiting = calls.WarmWait(name, timeout)
+        while progress.state not in calls.WARM_SETTLED:
+            time.sleep(waiting.next_sleep(progress))
+            progress = self._run(calls.warm_progress(name))
+            if on_progress is not None:
+                on_progress(progress)
+        return progress
 
     def compact(self, name: str, full: bool = False) -> CompactResult:
         """Flush the memtable and merge segments now (``full``: merge every segment)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from ..models import CompactResult, DlqEntry  # the server's own wire types: one definition for both sides
+from ..models import CompactResult, DlqEntry, WarmStatus  # the server's own wire types: one definition for both sides
 from ..tiering import DEFAULT_POLICY
 
 
@@ -80,6 +80,7 @@ class CollectionStatus(msgspec.Struct, frozen=True):
     cache_bytes_ram: int = 0
     cache_bytes_disk: int = 0
     error: str = ""
+    warm: WarmStatus = msgspec.field(default_factory=WarmStatus)  # pre-fetch into the disk cache
 
 
 # -- response envelopes (wire only) --------------------------------------------------------------
@@ -129,4 +130,5 @@ __all__ = [
     "Document",
     "Hit",
     "HnswParams",
+    "WarmStatus",
 ]

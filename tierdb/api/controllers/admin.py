@@ -1,4 +1,4 @@
-"""/admin/collections/{name}/...: status, dead-letter queue and on-demand compaction.
+"""/admin/collections/{name}/...: status, dead-letter queue, on-demand compaction and warming.
 
 Every route here is behind ``require_admin`` (see auth.py): a bearer token, or a loopback-only
 bind when no token is configured.  The paths are the ones operators already use.
@@ -18,7 +18,7 @@ from litestar.openapi.spec import Operation
 from litestar.params import FromPath
 
 from ...node import Engine
-from ...models import CollectionStats, CompactResult, DlqEntry
+from ...models import CollectionStats, CompactResult, DlqEntry, WarmStatus
 from ..auth import require_admin
 from ..codec import decode, request_media_type, respond
 from ..openapi import REF_TEMPLATE, body_operation, error_responses
@@ -146,3 +146,19 @@ class AdminController(Controller):
         collection = engine.get_collection(name)
         result = await collection.compact(full=body.full)
         return respond(request, result)
+
+    @post(
+        "/warm",
+        status_code=202,
+        summary="Warm: pre-fetch the collection's segments into the node's disk cache",
+        responses=_responses(404, 503),
+    )
+    async def warm(
+        self, request: Request[Any, Any, Any], name: FromPath[str], engine: NamedDependency[Engine]
+    ) -> Response[WarmStatus]:
+        """Starts fetching every segment from S3 into this node's disk cache in the background and
+        answers at once with the progress so far; while a warm runs, asking again returns its
+        progress instead of starting another.  Follow it in ``warm`` of the status endpoint.
+        Writes nothing to S3, so a read replica accepts it too."""
+        status = engine.get_collection(name).start_warm()
+        return respond(request, status, status_code=202)

@@ -37,6 +37,7 @@ def _query_rows(body: QueryRequest, settings: Settings) -> tuple[list[list[float
     limits = Limits.of(settings)
     limits.check_k(body.k)
     limits.check_ef(body.ef)
+    limits.check_nprobe(body.nprobe)
     if body.vector is not None:
         return [body.vector], "vector"
     assert body.vectors is not None
@@ -101,6 +102,7 @@ class QueryController(Controller):
             include_metadata=with_metadata,
             include_vector=with_vector,
             ef=body.ef,
+            nprobe=body.nprobe,
         )
         wire = [_wire_hits(hits, with_metadata, with_vector) for hits in results]
         payload = QueryResult(results=wire[0]) if field == "vector" else BatchQueryResult(results=wire)
