@@ -77,18 +77,11 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=_LATENCY_BUCKETS,
 )
-PARTITIONS_PROBED = Histogram(
-    "tierdb_query_partitions_probed",
-    "Partitions of partitioned segments probed per query (s3_only)",
-    _COLL,
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
-)
-
 # Partitions a query probed, per query vector and partitioned segment (s3_only); hnswlib
 # segments and the memtable are not counted.  Buckets double from 1 to 4096 (limits.MAX_NPROBE).
 PARTITIONS_PROBED = Histogram(
     "tierdb_query_partitions_probed",
-    "Partitions probed per query vector and partitioned segment (s3_only)",
+    "Partitions probed per query, over all partitioned segments of the collection (s3_only)",
     _COLL,
     buckets=tuple(float(2**i) for i in range(13)),
 )

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import time
-
+from collections.abc import Iterable
 
 from .. import keys, metrics
 from ..config import Settings
@@ -487,6 +487,7 @@ class Engine:
         return {"reachable": not error, "latency_ms": latency_ms, "error": error or self.remote_error}
 
     def collection_stats(self) -> list[CollectionStats]:
+        report_cache_residency(self.partition_cache, self._caches.values())
         stats = [c.stats() for _, c in sorted(self._collections.items())]
         stats += [
             CollectionStats(name=name, policy="", state="failed", error=error)
@@ -505,6 +506,12 @@ def _count_retry(op: str, attempt: int, delay: float, error: TierDBError) -> Non
 def node_partition_cache(settings: Settings) -> PartitionLru:
     """The node's RAM tier for partitioned segments: ``cache.ram_bytes`` shared by all collections."""
     return PartitionLru(settings.cache.ram_bytes, on_event=lambda name, kind, n: _count_cache(name, kind, n, "ram"))
+
+
+def report_cache_residency(partition_cache: PartitionLru, disk_caches: Iterable[DiskCachedStore]) -> None:
+    """The node-wide resident bytes per cache tier, for the budget-vs-resident gauges."""
+    metrics.CACHE_RESIDENT_BYTES.labels(tier="ram").set(partition_cache.resident_bytes)
+    metrics.CACHE_RESIDENT_BYTES.labels(tier="disk").set(sum(int(c.stats().get("bytes", 0)) for c in disk_caches))
 
 
 def _count_cache(name: str, kind: str, n: int, tier: str = "disk") -> None:

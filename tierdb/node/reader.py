@@ -33,7 +33,7 @@ from ..storage.factory import open_s3_store, with_disk_cache
 from ..storage.readonly import ReadOnlyStore
 from ..storage.wrapper import BorrowedStore
 from ..tiering import policy_of
-from .engine import Engine, node_partition_cache
+from .engine import Engine, node_partition_cache, report_cache_residency
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +360,7 @@ class ReaderEngine(Engine):
     # probe_s3: Engine's (one HEAD through the read-only store, without retries)
 
     def collection_stats(self) -> list[CollectionStats]:
+        report_cache_residency(self.partition_cache, self._caches.values())
         stats = [f.stats() for _, f in sorted(self._followers.items())]
         stats += [CollectionStats(name=name, policy="", state="failed", error=error, role="reader")
                   for name, error in sorted(self._failed.items())]
