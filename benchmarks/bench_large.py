@@ -551,6 +551,16 @@ def check(ok: bool | None) -> str:
     return "" if ok is None else ("yes" if ok else "**no**")
 
 
+def warm_note(w: dict) -> str:
+    if not w["supported"]:
+        return w["note"]
+    st = w.get("status")
+    if not st:
+        return f"{w['path']}: {w.get('error')}"
+    return (f"{w['path']}: {st.get('state')}, {st.get('bytes_fetched', 0) / MiB:.1f} of {st.get('bytes_total', 0) / MiB:.1f} MiB "
+            f"in {w['secs']} s{', error ' + st['error'] if st.get('error') else ''}")
+
+
 def report(res: dict) -> str:
     """Markdown: targets vs measured (with LanceDB where it has the same number), then each phase;
     a phase that failed leaves its rows out (its error is listed)."""
@@ -630,8 +640,7 @@ def report(res: dict) -> str:
         else:
             md.append(f"{warm['nprobe_note']}; defaults only: p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms, "
                       f"recall@10 {d['recall_at_10']}.\n")
-        w = warm["warm"]
-        md.append(f"\nWarm endpoint: {w.get('path', '') + ': ' + str(w.get('status') or w.get('error')) if w['supported'] else w['note']}.\n")
+        md.append(f"\nWarm endpoint: {warm_note(warm['warm'])}.\n")
     if curve:
         md.append("\n## Warm p50 against RAM budget (restart on the first node's data directory, warm disk cache)\n\n")
         md.append(markdown_table(["cache.ram_bytes", "p50 ms", "p99 ms", "recall@10", "RSS MiB", "RAM cache MiB (status)", "queries"],
