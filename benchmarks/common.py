@@ -48,6 +48,23 @@ def exact_top_cosine(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarra
     return np.take_along_axis(top, order, axis=1).astype(np.int32)
 
 
+def exact_top_cosine_chunked(base: np.ndarray, queries: np.ndarray, k: int, chunk_rows: int = 100_000) -> np.ndarray:
+    """``exact_top_cosine`` over ``base`` in chunks of rows (a memory map works): memory stays at
+    queries x chunk_rows similarities, whatever the base size."""
+    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-30)
+    best_sims = np.full((len(q), 0), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((len(q), 0), dtype=np.int64)
+    for start in range(0, len(base), chunk_rows):
+        chunk = np.asarray(base[start : start + chunk_rows], dtype=np.float32)
+        chunk = chunk / np.maximum(np.linalg.norm(chunk, axis=1, keepdims=True), 1e-30)
+        sims = np.concatenate([best_sims, q @ chunk.T], axis=1)
+        ids = np.concatenate([best_ids, np.broadcast_to(np.arange(start, start + len(chunk)), (len(q), len(chunk)))], axis=1)
+        top = np.argpartition(-sims, min(k, sims.shape[1] - 1), axis=1)[:, :k]
+        best_sims, best_ids = np.take_along_axis(sims, top, axis=1), np.take_along_axis(ids, top, axis=1)
+    order = np.argsort(-best_sims, axis=1, kind="stable")
+    return np.take_along_axis(best_ids, order, axis=1).astype(np.int32)
+
+
 def gt_base_rows(root: Path) -> int:
     """Rows in ``root``/base.npy, read from the header only."""
     return int(np.load(root / "base.npy", mmap_mode="r").shape[0])
