@@ -177,7 +177,7 @@ def test_every_command_is_registered() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
     assert set(subparsers.choices) == {
-        "serve", "restore", "verify", "export", "import", "collections", "compact", "dlq"
+        "serve", "restore", "verify", "export", "import", "collections", "compact", "dlq", "warm"
     }
 
 

@@ -197,7 +197,7 @@ async def test_replace_takes_over_and_a_fresh_node_restores_the_new_contents(mak
     await late.close()
 
     fresh = await started(make_settings("fresh"))
-    assert set(fresh.get_collection("docs").ids()) == {f"d{i}" for i in range(500, 537)}
+    assert set(await fresh.get_collection("docs").live_ids()) == {f"d{i}" for i in range(500, 537)}
     assert fresh.get_collection("docs").info().tiering_policy == policy
     await fresh.close()
 

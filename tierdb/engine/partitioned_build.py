@@ -9,11 +9,15 @@ back as the object to upload.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 
@@ -24,6 +28,8 @@ from .rows import RowSource
 Run = tuple[RowSource, np.ndarray]   # a source and some of its rows, ascending
 
 _CHUNK_ROWS = 8192
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,23 +60,39 @@ def _rows_of(run: Run) -> Iterator[tuple[list[str], list[dict | None], np.ndarra
 
 def build(runs: list[Run], metric: str, dimension: int, settings: partitioned.PartitionSettings,
           spill_dir: str) -> PartitionedBuild:
-    os.makedirs(spill_dir, exist_ok=True)
+    """Spills to temporary files in ``spill_dir``; when the local disk is full (s3_only keeps
+    writing then: S3 holds everything) the same build runs in RAM instead."""
+    try:
+        os.makedirs(spill_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=spill_dir, prefix="vectors-") as spill, \
+                tempfile.TemporaryFile(dir=spill_dir, prefix="segment-") as out:
+            return _build(runs, metric, dimension, settings, spill, out, spill_dir)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        log.warning("segment build spills in RAM: local disk refused its temporary files",
+                    extra={"dir": spill_dir, "error": str(exc)})
+        return _build(runs, metric, dimension, settings, io.BytesIO(), io.BytesIO(), None)
+
+
+def _build(runs: list[Run], metric: str, dimension: int, settings: partitioned.PartitionSettings,
+           spill: IO[bytes], out: IO[bytes], spill_dir: str | None) -> PartitionedBuild:
     ids: list[str] = []
     metadata: list[dict | None] = []
-    with tempfile.TemporaryFile(dir=spill_dir, prefix="vectors-") as spill, \
-            tempfile.TemporaryFile(dir=spill_dir, prefix="segment-") as out:
-        for run in runs:
-            for chunk_ids, chunk_meta, vectors in _rows_of(run):
-                ids.extend(chunk_ids)
-                metadata.extend(chunk_meta)
-                spill.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-        spill.flush()
-        if ids:
-            matrix = np.memmap(spill, dtype=np.float32, mode="r", shape=(len(ids), dimension))
-        else:
-            matrix = np.zeros((0, dimension), np.float32)
-        stats = partitioned.build(out, ids, matrix, metadata, metric, settings, spill_dir=spill_dir)
-        del matrix
-        out.seek(0)
-        data = out.read()
+    for run in runs:
+        for chunk_ids, chunk_meta, vectors in _rows_of(run):
+            ids.extend(chunk_ids)
+            metadata.extend(chunk_meta)
+            spill.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    spill.flush()
+    if not ids:
+        matrix = np.zeros((0, dimension), np.float32)
+    elif isinstance(spill, io.BytesIO):
+        matrix = np.frombuffer(spill.getbuffer(), dtype=np.float32).reshape(len(ids), dimension)
+    else:
+        matrix = np.memmap(spill, dtype=np.float32, mode="r", shape=(len(ids), dimension))
+    stats = partitioned.build(out, ids, matrix, metadata, metric, settings, spill_dir=spill_dir)
+    del matrix
+    out.seek(0)
+    data = out.read()
     return PartitionedBuild(data, hashlib.sha256(data).hexdigest(), stats.order, len(ids))
