@@ -2,14 +2,23 @@
 
     python benchmarks/bench_memory.py [--n 50000] [--queries 1000] [--restart-rows 500000]
     python benchmarks/bench_memory.py --footprint-only [--n 50000] [--restart-rows 500000]
+    python benchmarks/bench_memory.py --data ../synth-1m --n 500000 [--queries 1000] [--http-ingest-docs 50000]
 
-Measures recall@10, query latency (in-process and over HTTP), ingest throughput (in-process,
-HTTP JSON, HTTP msgpack) and restart-to-ready time, and prints ratios against raw hnswlib
-with the same M / ef_construction / ef.  The footprint part (alone with --footprint-only)
-opens the stored collection in a fresh process and reports its RSS growth, the RSS left after
-close(), in-process open-to-ready seconds and the segment bytes on disk, each against the bare
-hnswlib index of the same rows (its saved file and its RSS when loaded).  Results go to
-benchmarks/results/memory.{json,md} (footprint-only: memory_footprint.{json,md}).
+Measures recall@10, query latency (in-process and over HTTP, with the HTTP floor of
+benchmarks/floor_app.py), ingest until indexed (raw add_items against upserts +
+compact(full=True)), HTTP ingest throughput (JSON, msgpack), restart to ready over HTTP (the
+server opens the stored collection) and in-process close() + reopen + first query, and prints
+ratios against raw hnswlib with the same M / ef_construction / ef.  The footprint part (alone
+with --footprint-only) opens the stored collection in a fresh process and reports its RSS
+growth, the RSS left after close(), in-process open-to-ready seconds and the segment bytes on
+disk, each against the bare hnswlib index of the same rows (its saved file and its RSS when
+loaded).  Results go to benchmarks/results/memory.{json,md} (footprint-only:
+memory_footprint.{json,md}).
+
+--data takes a `../shared/datasets/synth.py` directory: the first --n rows, their exact top-10
+recomputed; HTTP ingest then goes into fresh collections and is capped (--http-ingest-docs,
+default 50000).  Results go to memory_<n/1000>k.{json,md}, and the run's duration at
+--estimate-n rows (default 500000) is estimated from its phase times.
 """
 
 from __future__ import annotations
@@ -326,31 +335,37 @@ class Phases:
             self.secs[name] = round(time.perf_counter() - started, 1)
 
 
-def estimate_run_secs(results: dict, target_n: int, target_queries: int) -> dict[str, float]:
+def insert_cost_growth(raw: dict) -> float:
+    """β in "one hnswlib insert (or search) costs ∝ size^β", from the CPU seconds of the raw
+    build's two halves (less disturbed by other load than wall time): the second half inserts
+    at a mean size 3× the first's.  Clamped to [0, 1]."""
+    first, second = raw["build_half_cpu_secs"]
+    return float(np.clip(np.log(second / first) / np.log(3), 0.0, 1.0)) if first > 0 and second > 0 else 0.0
+
+
+def estimate_run_secs(results: dict, target_n: int, target_queries: int, beta: float) -> dict[str, float]:
     """Seconds the same run would take at ``target_n`` rows and ``target_queries`` queries,
-    scaled phase by phase from this run: index builds as n·log n, loading / saving / opening
-    and the ground truth as n (the ground truth also per query), query loops per query, HTTP
-    ingest by its capped document count.  Per-query search cost also grows with n (cache
-    misses), so treat the result as a lower bound."""
+    scaled phase by phase from this run, with one insert or search costing ∝ size^``beta``:
+    index builds as n^(1+β), query loops per query × n^β, loading / saving / opening as n,
+    the ground truth as n × queries, HTTP ingest by its capped document count."""
     n, q, phases = results["n"], results["queries"], results["phase_secs"]
-    build = target_n * np.log(target_n) / (n * np.log(n))
-    linear, per_query = target_n / n, target_queries / q
+    grow = target_n / n
+    build, per_query = grow ** (1 + beta), target_queries / q * grow**beta
     raw, inproc = results["raw_hnswlib"], results["tierdb_in_process"]
     reopen = inproc["close_secs"] + inproc["reopen_to_first_query_secs"]
     restart = results["restart_to_ready_secs"]
-    docs = results["http_ingest_docs"]
     target_docs = min(target_n, results["http_ingest_cap"] or target_n)
     est = {
-        "dataset": phases["dataset"] * linear * (per_query if results["gt_recomputed"] else 1),
+        "dataset": phases["dataset"] * grow * (target_queries / q if results["gt_recomputed"] else 1),
         "raw_hnswlib": raw["build_secs"] * build + (phases["raw_hnswlib"] - raw["build_secs"]) * per_query,
-        "tierdb_in_process": inproc["indexed_secs"] * build + reopen * linear
+        "tierdb_in_process": inproc["indexed_secs"] * build + reopen * grow
         + max(phases["tierdb_in_process"] - inproc["indexed_secs"] - reopen, 0) * per_query,
-        "footprint": phases["footprint"] * linear,
-        "http_floor": phases["http_floor"] * per_query,
-        "http_restart_and_query": restart * linear + (phases["http_restart_and_query"] - restart) * per_query,
-        "http_ingest": phases["http_ingest"] * target_docs / docs,
+        "footprint": phases["footprint"] * grow,
+        "http_floor": phases["http_floor"] * target_queries / q,
+        "http_restart_and_query": restart * grow + (phases["http_restart_and_query"] - restart) * per_query,
+        "http_ingest": phases["http_ingest"] * target_docs / results["http_ingest_docs"],
     }
-    est = {k: round(v, 1) for k, v in est.items()}
+    est = {k: round(float(v), 1) for k, v in est.items()}
     est["total"] = round(sum(est.values()), 1)
     return est
 
@@ -384,7 +399,7 @@ def main() -> None:
     http_cap = args.http_ingest_docs or (50_000 if args.data else None)
     http_docs = min(n, http_cap or n)
     tmp = tempfile.mkdtemp(prefix="tierdb-bench-")
-    results: dict = {"machine": machine(), "dataset": str(Path(args.data).resolve() if args.data else DATASET_DIR),
+    results: dict = {"machine": {**machine(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}, "dataset": str(Path(args.data).resolve() if args.data else DATASET_DIR),
                      "n": n, "dim": data.base.shape[1], "queries": len(data.queries), "k": K,
                      "gt_recomputed": bool(args.n and args.n < gt_base_rows(Path(args.data or DATASET_DIR))),
                      "http_ingest_cap": http_cap, "http_ingest_docs": http_docs,
@@ -409,12 +424,12 @@ def main() -> None:
             except BaseException:
                 server.stop()
                 raise
-        try:
-            with phases("http_ingest"):  # fresh collections next to the stored one
+        with phases("http_ingest"):  # fresh collections next to the stored one
+            try:
                 http["ingest_json_docs_per_sec"] = round(bench_http_ingest(server.url, data.base[:http_docs], "json"), 1)
                 http["ingest_msgpack_docs_per_sec"] = round(bench_http_ingest(server.url, data.base[:http_docs], "msgpack"), 1)
-        finally:
-            server.stop()
+            finally:
+                server.stop()
         if args.restart_rows:
             print(f"restart with {args.restart_rows} vectors ...")
             restart_dir = os.path.join(tmp, "restart")
@@ -426,6 +441,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["phase_secs"] = phases.secs
+    results["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
 
     r = raw["ingest_docs_per_sec"]
     mb = 1 << 20
@@ -463,21 +479,30 @@ def main() -> None:
         table = (f"{n} × {data.base.shape[1]} from `{results['dataset']}` (first {n} rows, exact top-10 recomputed), "
                  f"{len(data.queries)} queries, M={INDEX.m}, ef_c={INDEX.ef_construction}, ef={INDEX.ef_search}; "
                  f"HTTP ingest: first {http_docs} docs into fresh collections.\n\n" + table)
-        results["estimate"] = {"n": args.estimate_n, "queries": args.estimate_queries,
-                               "secs": estimate_run_secs(results, args.estimate_n, args.estimate_queries)}
+        beta = insert_cost_growth(raw)
+        results["estimate"] = {"n": args.estimate_n, "queries": args.estimate_queries, "insert_cost_growth": round(beta, 3),
+                               "secs": estimate_run_secs(results, args.estimate_n, args.estimate_queries, beta),
+                               "secs_if_n_log_n": estimate_run_secs(
+                                   results, args.estimate_n, args.estimate_queries,
+                                   float(np.log(np.log(args.estimate_n) / np.log(n)) / np.log(args.estimate_n / n)))}
     print(table)
     print("phase seconds:", phases.secs)
     print("saved", save_results(f"memory_{n // 1000}k" if args.data else "memory", results, table))
     if args.data:
-        est = results["estimate"]["secs"]
-        print(f"ESTIMATE for --n {args.estimate_n} --queries {args.estimate_queries}: about {est['total'] / 60:.0f} min "
-              f"(lower bound; per phase, s: {est})")
+        est, low = results["estimate"]["secs"], results["estimate"]["secs_if_n_log_n"]
+        print(f"ESTIMATE for --n {args.estimate_n} --queries {args.estimate_queries}: about {est['total'] / 60:.0f} min with "
+              f"insert/search cost ∝ size^{beta:.2f} as measured in this run's raw build (at least "
+              f"{low['total'] / 60:.0f} min if it grew only as log n); per phase, s: {est}")
+        load = max(results["machine"]["loadavg_1m_at_start"], results["machine"]["loadavg_1m_at_end"])
+        if load > (os.cpu_count() or 1) / 2:
+            print(f"  (load average {load} on {os.cpu_count()} CPUs during this run: the estimate is inflated "
+                  f"by that load; a quiet machine is faster)")
 
 
 def main_footprint(base: np.ndarray, restart_rows: int) -> None:
     """--footprint-only: the footprint rows at len(base) (and restart_rows) stored vectors."""
     tmp = tempfile.mkdtemp(prefix="tierdb-bench-")
-    results: dict = {"machine": machine(), "dim": base.shape[1], "hnsw": {"m": INDEX.m, "ef_construction": INDEX.ef_construction}}
+    results: dict = {"machine": {**machine(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}, "dim": base.shape[1], "hnsw": {"m": INDEX.m, "ef_construction": INDEX.ef_construction}}
     rows: list[list] = []
     try:
         for n in [len(base)] + ([restart_rows] if restart_rows else []):
