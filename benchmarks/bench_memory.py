@@ -399,8 +399,8 @@ def main() -> None:
     http_cap = args.http_ingest_docs or (50_000 if args.data else None)
     http_docs = min(n, http_cap or n)
     tmp = tempfile.mkdtemp(prefix="tierdb-bench-")
-    results: dict = {"machine": {**machine(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}, "dataset": str(Path(args.data).resolve() if args.data else DATASET_DIR),
-                     "n": n, "dim": data.base.shape[1], "queries": len(data.queries), "k": K,
+    results: dict = {"machine": {**machine(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
+                     "dataset": str(Path(args.data).resolve() if args.data else DATASET_DIR), "n": n, "dim": data.base.shape[1], "queries": len(data.queries), "k": K,
                      "gt_recomputed": bool(args.n and args.n < gt_base_rows(Path(args.data or DATASET_DIR))),
                      "http_ingest_cap": http_cap, "http_ingest_docs": http_docs,
                      "hnsw": {"m": INDEX.m, "ef_construction": INDEX.ef_construction, "ef_search": INDEX.ef_search}}
@@ -476,7 +476,8 @@ def main() -> None:
     header = ["metric", "raw hnswlib", "tierdb in-process", "tierdb HTTP", "target"]
     table = markdown_table(header, rows)
     if args.data:
-        table = (f"{n} × {data.base.shape[1]} from `{results['dataset']}` (first {n} rows, exact top-10 recomputed), "
+        prefix = f" (first {n} rows, exact top-10 recomputed)" if results["gt_recomputed"] else ""
+        table = (f"{n} × {data.base.shape[1]} from `{results['dataset']}`{prefix}, "
                  f"{len(data.queries)} queries, M={INDEX.m}, ef_c={INDEX.ef_construction}, ef={INDEX.ef_search}; "
                  f"HTTP ingest: first {http_docs} docs into fresh collections.\n\n" + table)
         beta = insert_cost_growth(raw)
