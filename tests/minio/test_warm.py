@@ -35,10 +35,39 @@ async def test_warm_fetches_every_segment_into_the_disk_cache(make_settings):
         status = await coll.warm()
         assert status.state == "done", status.error
         assert status.segments_done == status.segments_total == len(coll.manifest.segments) >= 3
-        assert status.bytes_fetched == status.bytes_total == segment_bytes
+        assert status.bytes_fetched == status.bytes_total >= segment_bytes  # + each header prefix
         assert status.finished_at >= status.started_at > 0
         assert coll.stats().warm.state == "done"
         assert coll.cache_stats()["bytes"] >= segment_bytes
+    finally:
+        await engine.close()
+
+
+async def test_after_warming_a_new_node_queries_without_s3_reads(make_settings):
+    from tierdb import metrics
+    from tierdb.config import CacheSettings, PartitionsSettings
+
+    def s3_bytes() -> float:
+        return sum(s.value for m in metrics.S3_BYTES_FETCHED.collect() for s in m.samples
+                   if s.name.endswith("_total") and s.labels.get("collection") == "docs")
+
+    tiny_ram = {"cache": CacheSettings(ram_bytes=4_000, disk_bytes=50_000_000),
+                "partitions": PartitionsSettings(rows_per_partition=20)}
+    writer = Engine(make_settings("a", policy="s3_only", **tiny_ram))
+    await writer.start()
+    await _collection_with_segments(writer)
+    await writer.close()
+    engine = Engine(make_settings("b", policy="s3_only", **tiny_ram))   # empty caches
+    await engine.start()
+    try:
+        coll = engine.get_collection("docs")
+        assert (await coll.warm()).state == "done"
+        before = s3_bytes()
+        queries = np.random.default_rng(1).standard_normal((3, DIM)).astype(np.float32)
+        hits = await coll.query(queries, k=600, nprobe=4096)            # every partition of every segment
+        assert [len(per) for per in hits] == [600, 600, 600]
+        assert await coll.get(["d0", "d599"]) != []
+        assert s3_bytes() == before                                    # all from the disk cache
     finally:
         await engine.close()
 

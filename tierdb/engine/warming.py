@@ -16,12 +16,14 @@ import msgspec
 
 from .. import keys
 from ..errors import TierDBError, unavailable
-from ..models import WarmStatus
+from ..models import SegmentRef, WarmStatus
+from . import partitioned
 from .collection_state import CollectionState
+from .partitioned_source import PartitionedSource
 
 log = logging.getLogger(__name__)
 
-WARM_RANGE_BYTES = 8 * 1024 * 1024
+WARM_CONCURRENCY = 16
 
 
 class WarmingMixin(CollectionState):
@@ -43,6 +45,22 @@ class WarmingMixin(CollectionState):
             self._warm_task.add_done_callback(self._background.discard)
         return msgspec.structs.replace(self.warm_status)
 
+    def _warm_ranges(self, ref: SegmentRef) -> list[tuple[int, int]]:
+        """The byte ranges queries read, so the disk cache answers them: a partitioned segment's
+        header prefix and each partition; an hnswlib segment whole."""
+        source = next((s for s in self.segments if s.id == ref.id), None)
+        if ref.layout != "partitioned" or not isinstance(source, PartitionedSource):
+            return [(0, ref.size)]
+        ranges = [(0, min(ref.size, partitioned.HEADER_PREFIX_BYTES))]
+        ranges += [(off, off + length) for off, length in source.segment.partition_ranges(range(source.nlist))]
+        return ranges
+
+    async def _warm_range(self, key: str, ref: SegmentRef, start: int, end: int) -> None:
+        if (start, end) == (0, ref.size) and ref.layout != "partitioned":
+            await self.store.get(key)   # whole: how an hnswlib segment is read
+        else:
+            await self.store.get_range(key, start, end)
+
     async def warm(self) -> WarmStatus:
         """Warm and wait until done (the embedded API and tests)."""
         self.start_warm()
@@ -53,14 +71,16 @@ class WarmingMixin(CollectionState):
     async def _warm(self, refs: list) -> None:
         status = self.warm_status
         try:
-            for ref in refs:
+            plans = [(ref, self._warm_ranges(ref)) for ref in refs]
+            status.bytes_total = sum(end - start for _, ranges in plans for start, end in ranges)
+            for ref, ranges in plans:
                 key = keys.segment_key(self.name, ref.id)
-                for start in range(0, ref.size, WARM_RANGE_BYTES):
+                for first in range(0, len(ranges), WARM_CONCURRENCY):
                     if self.stopping:
                         raise asyncio.CancelledError
-                    end = min(start + WARM_RANGE_BYTES, ref.size)
-                    await self.store.get_range(key, start, end)
-                    status.bytes_fetched += end - start
+                    group = ranges[first : first + WARM_CONCURRENCY]
+                    await asyncio.gather(*(self._warm_range(key, ref, start, end) for start, end in group))
+                    status.bytes_fetched += sum(end - start for start, end in group)
                 status.segments_done += 1
             status.state = "done"
             log.info("collection warmed", extra={"collection": self.name, "segments": status.segments_done,
