@@ -190,7 +190,7 @@ class Collection(WritesMixin, ReadsMixin, RecoveryMixin, MaintenanceMixin, Warmi
             last_snapshot_ts=self.manifest.created_at if self.manifest else 0.0,
             last_compaction_ts=self.last_compaction_ts,
             fenced=self.state == "fenced",
-            cache_bytes_ram=sum(s.nbytes() for s in self.segments),
+            cache_bytes_ram=sum(s.nbytes() for s in self.segments) + self._partition_cache.resident_bytes_of(self.name),
             error=self.error,
             warm=msgspec.structs.replace(self.warm_status),
         )

@@ -25,6 +25,8 @@ class PartitionCache(Protocol):
 
     def forget_segment(self, collection: str, segment_id: str) -> None: ...
 
+    def resident_bytes_of(self, collection: str) -> int: ...
+
 
 class NoPartitionCache:
     """Before the node attaches its cache (recovery): every load is fetched."""
@@ -37,6 +39,9 @@ class NoPartitionCache:
 
     def forget_segment(self, collection: str, segment_id: str) -> None:
         pass
+
+    def resident_bytes_of(self, collection: str) -> int:
+        return 0
 
 
 class PartitionLru:
@@ -89,6 +94,11 @@ class PartitionLru:
         with self._lock:
             for key in [k for k in self._entries if k[0] == collection and k[1] == segment_id]:  # type: ignore[index]
                 self._bytes -= self._entries.pop(key)[1]
+
+    def resident_bytes_of(self, collection: str) -> int:
+        """Bytes of this collection's partitions in the cache (for its status)."""
+        with self._lock:
+            return sum(size for key, (_, size) in self._entries.items() if key[0] == collection)  # type: ignore[index]
 
     def _emit(self, collection: str, kind: str, n: int) -> None:
         if self._on_event is not None:
