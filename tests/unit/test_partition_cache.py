@@ -10,7 +10,7 @@ from tierdb.engine.partitioned import Partition
 
 def partition(number: int, rows: int) -> Partition:
     vectors = np.ones((rows, 4), np.float32)
-    return Partition(number, 0, vectors, memoryview(b"\x90"), memoryview(b"\x90"))
+    return Partition(number, 0, vectors, np.ones(rows, np.float32), memoryview(b"\x90"), memoryview(b"\x90"))
 
 
 def test_least_recently_used_partitions_go_first_and_the_budget_holds() -> None:

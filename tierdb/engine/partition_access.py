@@ -9,7 +9,8 @@ one range GET each (stable ranges, so the disk cache can serve them again).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from .partition_cache import NoPartitionCache, PartitionCache
 from .partitioned import Load, Partition, PartitionedSegment
 from .partitioned_source import PartitionedSource
 from .rows import RowSource
+
+
+T = TypeVar("T")
 
 
 class PartitionAccessMixin(CollectionState):
@@ -81,19 +85,30 @@ class PartitionAccessMixin(CollectionState):
                 row.append(part)
             found.append(row)
         if missing:
-            requests = [(keys.segment_key(self.name, segment.id), segment.partition_ranges([p])[0])
-                        for _, _, segment, p in missing]
-            datas = self._fetch_ranges(requests)
-            for (n, i, segment, p), data in zip(missing, datas):
-                part = segment.decode_partition(p, data)
+            decoded = self._fetch_partitions([(segment, p) for _, _, segment, p in missing])
+            for (n, i, segment, p), part in zip(missing, decoded):
                 if cached:
                     self._partition_cache.put((self.name, segment.id, p), part)
                 found[n][i] = part
         return found  # type: ignore[return-value]
 
-    def _fetch_ranges(self, requests: list[tuple[str, tuple[int, int]]]) -> list[bytes]:
-        """(key, (offset, length)) ranges, one concurrent range GET each.  From a worker thread
-        only: the GETs run on the collection's event loop."""
+    def _fetch_partitions(self, wanted: list[tuple[PartitionedSegment, int]]) -> list[Partition]:
+        """Partitions read and decoded concurrently: one range GET each, and each checksum and
+        decode in the loop's thread pool as its bytes arrive (zlib releases the GIL, so the
+        cores share the checksums).  From a worker thread only."""
+
+        async def one(segment: PartitionedSegment, p: int) -> Partition:
+            ((offset, length),) = segment.partition_ranges([p])
+            data = await self.store.get_range(keys.segment_key(self.name, segment.id), offset, offset + length)
+            return await asyncio.to_thread(segment.decode_partition, p, data)
+
+        async def fetch() -> list[Partition]:
+            return list(await asyncio.gather(*(one(segment, p) for segment, p in wanted)))
+
+        return self._on_loop(fetch)
+
+    def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``make()`` on the collection's event loop from a worker thread; its result."""
         loop = self._loop
         if loop is None:
             raise RuntimeError(f"collection {self.name!r}: partitions read before the collection has an event loop")
@@ -103,12 +118,7 @@ class PartitionAccessMixin(CollectionState):
             running = None
         if running is loop:
             raise RuntimeError("partitions must be read from a worker thread, never on the event loop")
-
-        async def fetch() -> list[bytes]:
-            return list(await asyncio.gather(
-                *(self.store.get_range(key, off, off + length) for key, (off, length) in requests)))
-
-        return asyncio.run_coroutine_threadsafe(fetch(), loop).result()
+        return asyncio.run_coroutine_threadsafe(make(), loop).result()
 
     # -- ids ---------------------------------------------------------------------------------------
     def _locate_partitioned(self, ids: Sequence[str]) -> dict[str, tuple[RowSource, int]]:

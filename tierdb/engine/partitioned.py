@@ -6,7 +6,7 @@ nearest centroids and reads only those partitions, by byte range.  Layout of one
     prefix:     b"TDBPSEG1" | u32 header length | sha256 of the header (32 bytes)
     header:     msgpack PartitionedHeader (format, dimension, metric, rows, centroids,
                 partition table, sorted 64-bit id hashes and the global row of each)
-    partitions: partition 0 | partition 1 | ...   each = float32 vectors | ids | metadata
+    partitions: partition 0 | partition 1 | ...   each = float32 vectors | float32 row norms | ids | metadata
                 (ids and metadata are msgpack lists, in the partition's row order)
 
 Rows are numbered globally in partition order: partition p holds global rows
@@ -51,7 +51,7 @@ from . import vectors as vec
 log = logging.getLogger(__name__)
 
 MAGIC = b"TDBPSEG1"
-FORMAT_VERSION = 2  # 2: crc32 per partition (1, sha256, was never written by the engine)
+FORMAT_VERSION = 3  # 3: row norms stored per partition; 2: crc32 per partition (neither 1 nor 2 was released)
 _PREFIX = struct.Struct("<8sI32s")
 PREFIX_BYTES = _PREFIX.size
 # What a node reads first to open a segment: the header of a segment up to ~4k rows fits whole,
@@ -309,6 +309,7 @@ def _build(
         sources = order[starts[p] : starts[p + 1]]
         digest = _Crc32()
         written = 0
+        norms = []
         for start in range(0, len(sources), chunk):
             # Sorted reads are sequential on a memory map; put the rows back in partition order.
             part = sources[start : start + chunk]
@@ -319,6 +320,11 @@ def _build(
             digest.update(data)
             out.write(data)
             written += len(data)
+            norms.append(vec.norms(rows))
+        data = (np.concatenate(norms) if norms else np.zeros(0, np.float32)).astype("<f4").tobytes()
+        digest.update(data)
+        out.write(data)
+        written += len(data)
         ids_len = _write_msgpack_list(out, digest, (ids[int(i)] for i in sources), len(sources))
         meta_iter = (None for _ in sources) if metadata is None else (metadata[int(i)] for i in sources)
         meta_len = _write_msgpack_list(out, digest, meta_iter, len(sources))
@@ -410,9 +416,9 @@ class Partition:
 
     __slots__ = ("_ids", "_ids_bytes", "_meta", "_meta_bytes", "norms", "number", "start", "vectors")
 
-    def __init__(self, number: int, start: int, vectors: np.ndarray, ids_bytes: memoryview, meta_bytes: memoryview) -> None:
-        self.number, self.start, self.vectors = number, start, vectors
-        self.norms = vec.norms(vectors)
+    def __init__(self, number: int, start: int, vectors: np.ndarray, norms: np.ndarray,
+                 ids_bytes: memoryview, meta_bytes: memoryview) -> None:
+        self.number, self.start, self.vectors, self.norms = number, start, vectors, norms
         self._ids_bytes, self._meta_bytes = ids_bytes, meta_bytes
         self._ids: list[str] | None = None
         self._meta: list[dict | None] | None = None
@@ -469,7 +475,7 @@ class PartitionedSegment:
     # -- byte ranges and decoding ---------------------------------------------------------------
     def partition_length(self, p: int) -> int:
         entry = self.table[p]
-        return int(entry["rows"]) * self.dimension * 4 + int(entry["ids_len"]) + int(entry["meta_len"])
+        return int(entry["rows"]) * (self.dimension + 1) * 4 + int(entry["ids_len"]) + int(entry["meta_len"])
 
     def partition_ranges(self, partitions: Sequence[int]) -> list[tuple[int, int]]:
         return [(int(self.table[p]["offset"]), self.partition_length(p)) for p in partitions]
@@ -484,8 +490,10 @@ class PartitionedSegment:
         rows = int(entry["rows"])
         vec_len = rows * self.dimension * 4
         vectors = np.frombuffer(view[:vec_len], dtype="<f4").reshape(rows, self.dimension)
-        ids_end = vec_len + int(entry["ids_len"])
-        return Partition(int(p), int(self.starts[p]), vectors, view[vec_len:ids_end], view[ids_end:])
+        norms = np.frombuffer(view[vec_len : vec_len + rows * 4], dtype="<f4")
+        ids_start = vec_len + rows * 4
+        ids_end = ids_start + int(entry["ids_len"])
+        return Partition(int(p), int(self.starts[p]), vectors, norms, view[ids_start:ids_end], view[ids_end:])
 
     def loader(self, fetch: Fetch) -> Load:
         """A Load that fetches the partitions in one ``fetch`` call and verifies each."""
@@ -549,19 +557,36 @@ class PartitionedSegment:
             raise invalid(f"k and nprobe must be at least 1 (got k={k}, nprobe={nprobe})")
         if allowed is not None and allowed.shape != (self.rows,):
             raise invalid(f"allowed mask has shape {allowed.shape}, the segment has {self.rows} rows")
+        if self.rows == 0 or len(queries) == 0:
+            return np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), np.inf, np.float32)
+        return self.search_routed(queries, k, list(self.route(queries, nprobe)), load, allowed)
+
+    def search_routed(
+        self,
+        queries: np.ndarray,
+        k: int,
+        routed: Sequence[np.ndarray],
+        load: Load,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``search_partitions`` over partitions the caller chose: ``routed[i]`` are the
+        partitions query i probes (any number, possibly none), e.g. a collection's nearest
+        centroids over all its segments."""
         out_rows = np.full((len(queries), k), -1, np.int64)
         out_dist = np.full((len(queries), k), np.inf, np.float32)
         if self.rows == 0 or len(queries) == 0:
             return out_rows, out_dist
         live = ~self.tombstones if allowed is None else (allowed & ~self.tombstones)
-        routed = self.route(queries, nprobe)
-        wanted = np.unique(routed)
-        partitions = dict(zip(wanted.tolist(), load(wanted.tolist())))
+        asks = np.zeros((len(queries), self.nlist), bool)
+        for qi, parts in enumerate(routed):
+            asks[qi, np.asarray(parts, dtype=np.int64)] = True
+        wanted = np.flatnonzero(asks.any(axis=0))
+        partitions = dict(zip(wanted.tolist(), load(wanted.tolist()))) if len(wanted) else {}
         # Per partition, one BLAS product for every query that probes it.
         found_rows: list[list[np.ndarray]] = [[] for _ in queries]
         found_dist: list[list[np.ndarray]] = [[] for _ in queries]
         for p, part in partitions.items():
-            askers = np.flatnonzero((routed == p).any(axis=1))
+            askers = np.flatnonzero(asks[:, p])
             mask = live[part.start : part.start + len(part.vectors)]
             if not mask.any():
                 continue

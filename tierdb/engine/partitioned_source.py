@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import vectors as vec
 from .filters import Predicate
 from .partitioned import Load, Partition, PartitionedSegment, hash_ids
 from .rows import RowSource, SearchResult
@@ -108,6 +109,12 @@ class PartitionedSource(RowSource):
         rows, dist = self.segment.search_partitions(queries, k, nprobe or 1, load, allowed)
         return SearchResult(rows, dist)
 
+    def search_routed(self, queries: np.ndarray, k: int, routed: list[np.ndarray],
+                      preloaded: dict[int, Partition]) -> SearchResult:
+        """Top-k of each query over the partitions routed to it (all of them in ``preloaded``)."""
+        rows, dist = self.segment.search_routed(queries, k, routed, lambda numbers: [preloaded[p] for p in numbers])
+        return SearchResult(rows, dist)
+
     def probed(self, queries: np.ndarray, nprobe: int) -> list[int]:
         """The partitions ``search`` reads for these queries."""
         return np.unique(self.segment.route(queries, nprobe)).tolist()
@@ -167,6 +174,29 @@ class PartitionedSource(RowSource):
 
     def live_rows(self) -> np.ndarray:
         return np.flatnonzero(~self.segment.tombstones)
+
+
+class CentroidTable:
+    """The centroids of every partitioned segment of a collection, stacked: a query routes to
+    its ``nprobe`` nearest partitions over the whole collection, wherever they are, as one
+    IVF index over all segments would (a fixed share per segment loses recall: the nearest
+    clusters of a query are not spread evenly over the segments)."""
+
+    def __init__(self, sources: list[PartitionedSource]) -> None:
+        self.sources = sources
+        self.key = tuple(s.id for s in sources)
+        parts = [s.segment.centroids for s in sources]
+        self.centroids = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        self.norms = vec.norms(self.centroids) if len(self.centroids) else np.zeros(0, np.float32)
+        self.owner = np.concatenate([np.full(s.nlist, i, np.int64) for i, s in enumerate(sources)]) \
+            if sources else np.zeros(0, np.int64)
+        self.local = np.concatenate([np.arange(s.nlist) for s in sources]) if sources else np.zeros(0, np.int64)
+
+    def route(self, queries: np.ndarray, nprobe: int, metric: str) -> list[list[np.ndarray]]:
+        """Per source, per query: the partitions (local numbers) that query probes there."""
+        nearest = vec.top_k(vec.distances(queries, self.centroids, self.norms, metric), nprobe)[0]
+        owners, local = self.owner[nearest], self.local[nearest]
+        return [[local[qi][owners[qi] == i] for qi in range(len(queries))] for i in range(len(self.sources))]
 
 
 def nprobe_share(nprobe: int, nlist: int, total_nlist: int) -> int:

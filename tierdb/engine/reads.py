@@ -17,7 +17,7 @@ from ..models import Document, Hit
 from ..service.limits import Limits
 from . import segment as segments
 from .partition_access import PartitionAccessMixin
-from .partitioned_source import PartitionedSource, nprobe_share
+from .partitioned_source import CentroidTable, PartitionedSource, nprobe_share
 from .filters import compile_filter, filter_key
 from .memtable import Memtable
 from .rows import RowSource
@@ -130,6 +130,15 @@ class ReadsMixin(PartitionAccessMixin):
         predicate = compile_filter(filter, self.settings.server.max_nesting_depth)
         return matrix, predicate, filter_key(filter), ef or self.hnsw.ef_search
 
+    _centroids: CentroidTable | None = None
+
+    def _centroid_table(self, partitioned: list[PartitionedSource]) -> CentroidTable:
+        """Rebuilt when the set of partitioned segments changes (a flush or merge installed)."""
+        table = self._centroids
+        if table is None or table.key != tuple(s.id for s in partitioned):
+            table = self._centroids = CentroidTable(partitioned)
+        return table
+
     def _observe_query(self, n_vectors: int, started: float) -> None:
         metrics.QUERIES.labels(collection=self.name).inc(n_vectors)
         metrics.OPERATION_SECONDS.labels(collection=self.name, op="query").observe(time.perf_counter() - started)
@@ -169,18 +178,20 @@ class ReadsMixin(PartitionAccessMixin):
             partitioned = self.partitioned_sources
             total_nlist = sum(src.nlist for src in partitioned)
             probe = nprobe or self.settings.partitions.nprobe
-            shares = [nprobe_share(probe, src.nlist, total_nlist) for src in partitioned]
-            probed = sum(shares)
-            preloaded: list[dict] = [{} for _ in partitioned]
-            if predicate is None and partitioned:  # one round of range GETs for every segment
-                wanted = [(src.segment, src.probed(queries, share)) for src, share in zip(partitioned, shares)]
-                for pre, (_, numbers), parts in zip(preloaded, wanted, self._load_partitions(wanted)):
-                    pre.update(zip(numbers, parts))
-            for src, share, pre in zip(partitioned, shares, preloaded):
-                if predicate is None:
-                    result = src.search(queries, k, ef, None, share, pre)
-                else:
-                    result = src.search_matching(queries, k, share, predicate)
+            probed = 0
+            if partitioned and predicate is None:
+                # the nprobe nearest partitions over every segment, read in one round of GETs
+                routes = self._centroid_table(partitioned).route(queries, probe, self.spec.metric)
+                wanted = [(src.segment, np.unique(np.concatenate(per_query)).tolist())
+                          for src, per_query in zip(partitioned, routes)]
+                probed = min(probe, total_nlist)
+                for src, per_query, (_, numbers), parts in zip(partitioned, routes, wanted, self._load_partitions(wanted)):
+                    if numbers:
+                        found.append((src, src.search_routed(queries, k, per_query, dict(zip(numbers, parts)))))
+            for src in partitioned if predicate is not None else ():
+                share = nprobe_share(probe, src.nlist, total_nlist)
+                probed += share
+                result = src.search_matching(queries, k, share, predicate)
                 if result.rows.shape[1]:
                     found.append((src, result))
             if partitioned:

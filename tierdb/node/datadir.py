@@ -75,3 +75,31 @@ def release_freed_memory() -> None:
     except (OSError, AttributeError):
         return  # not glibc (musl, macOS)
     trim(0)
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+LARGE_ALLOCATION_BYTES = 1024 * 1024
+
+
+def return_large_buffers_to_the_os() -> None:
+    """Serve every allocation of 1 MiB or more by its own mmap, released to the OS when freed.
+
+    A query of an s3_only collection reads megabytes of partitions, a flush or merge builds a
+    segment of hundreds of MB; by default glibc raises its mmap threshold after such buffers are
+    freed and keeps the next ones in the heap, so RSS stays at the peak of every past query and
+    build instead of the RAM budget.  Two arenas bound the heap fragmentation of the worker
+    threads.  No-op where mallopt does not exist (not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION_BYTES)
+    mallopt(_M_ARENA_MAX, 2)

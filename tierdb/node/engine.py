@@ -42,7 +42,7 @@ from ..workers.gc import RemoteGc
 from ..workers.scheduler import build_scheduler
 from ..workers.uploader import Uploader
 from . import takeover
-from .datadir import prepare_data_dir, release_freed_memory
+from .datadir import prepare_data_dir, release_freed_memory, return_large_buffers_to_the_os
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Engine:
 
     # == lifecycle ================================================================================
     async def start(self) -> None:
+        return_large_buffers_to_the_os()
         await asyncio.to_thread(self._prepare_data_dir)
         if self.settings.s3.bucket:
             self.remote = open_s3_store(self.settings, on_retry=_count_retry)
@@ -509,9 +510,13 @@ def node_partition_cache(settings: Settings) -> PartitionLru:
 
 
 def report_cache_residency(partition_cache: PartitionLru, disk_caches: Iterable[DiskCachedStore]) -> None:
-    """The node-wide resident bytes per cache tier, for the budget-vs-resident gauges."""
+    """The node's resident bytes per cache tier against its budget.  RAM: one node-wide budget;
+    disk: ``cache.disk_bytes`` per s3_only collection, so the node's budget is their sum."""
+    disk = [c.stats() for c in disk_caches]
     metrics.CACHE_RESIDENT_BYTES.labels(tier="ram").set(partition_cache.resident_bytes)
-    metrics.CACHE_RESIDENT_BYTES.labels(tier="disk").set(sum(int(c.stats().get("bytes", 0)) for c in disk_caches))
+    metrics.CACHE_RESIDENT_BYTES.labels(tier="disk").set(sum(int(st.get("bytes", 0)) for st in disk))
+    if disk:
+        metrics.CACHE_BUDGET_BYTES.labels(tier="disk").set(sum(int(st.get("size_limit", 0)) for st in disk))
 
 
 def _count_cache(name: str, kind: str, n: int, tier: str = "disk") -> None:
