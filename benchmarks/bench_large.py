@@ -44,6 +44,7 @@ a slow configuration cannot stall the run; the query count of each point is reco
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -76,6 +77,7 @@ from common import (
 
 sys.path.insert(0, str(ROOT))
 from tests.server_process import ServerProcess
+from peers.base import proc_status  # noqa: E402
 from tierdb.testing import s3_server
 
 K = 10
@@ -166,16 +168,6 @@ def counter_delta(after: dict, before: dict) -> dict[str, Any]:
         res[kind] = {op: v for op, v in sorted(ops.items()) if v}
         res[f"{kind}_total"] = sum(ops.values())
     return res
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0]) * 1024
-    return out
 
 
 class RssSampler:
@@ -714,6 +706,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warm-timeout", type=float, default=1800.0)
     p.add_argument("--lance-batch", type=int, default=10_000, help="rows per LanceDB table.add (one commit each)")
     p.add_argument("--skip-lance", action="store_true")
+    p.add_argument("--lance-into", metavar="NAME", default="",
+                   help="only the LanceDB phase, on a new local S3 server, at the recall recorded in "
+                        "benchmarks/results/NAME.json (a run made with --skip-lance); results merged into it")
     p.add_argument("--keep", action="store_true", help="keep the work directory (S3 data, node data, logs)")
     p.add_argument("--out", default="large", help="results name in benchmarks/results/")
     args = p.parse_args()
@@ -727,8 +722,32 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def lance_into(args) -> None:
+    """The LanceDB phase of an earlier TierDB run (its JSON), on a fresh S3 server of the same kind."""
+    path = ROOT / "benchmarks" / "results" / f"{args.lance_into}.json"
+    res = json.loads(path.read_text())
+    base, queries, gt, _ = load_data(Path(res["params"]["data"]), res["n"], res["queries"])
+    target = res["warm_queries"]["default"]["recall_at_10"]
+    workdir = Path(tempfile.mkdtemp(prefix="tierdb-bench-lance-"))
+    s3 = s3_server.start_s3_server(workdir)
+    started = time.perf_counter()
+    try:
+        log(f"LanceDB at TierDB's recall {target} ...")
+        res["lancedb"] = lance(s3, base, queries, gt, target, args)
+        res["lancedb"]["run"] = "separate run (--lance-into), same machine and S3 server kind"
+    finally:
+        s3.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    res.setdefault("phase_secs", {})["LanceDB on the same S3 server (separate run)"] = round(time.perf_counter() - started, 1)
+    res["errors"] = {k: v for k, v in res.get("errors", {}).items() if "LanceDB" not in k}
+    write_results(res, args.lance_into)
+
+
 def main() -> None:
     args = parse_args()
+    if args.lance_into:
+        lance_into(args)
+        return
     run_started = time.perf_counter()
     phases: dict[str, float] = {}
 

@@ -62,19 +62,12 @@ def not_writable_reason(directory: str) -> str:
 def release_freed_memory() -> None:
     """Return freed heap pages to the OS (glibc keeps them otherwise: RSS would stay at its
     peak after a big engine is closed).  No-op where malloc_trim does not exist."""
-    import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return  # not glibc (musl, macOS)
-    trim(0)
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim(0)
 
 
 # glibc's mallopt parameters (malloc.h)
@@ -91,15 +84,21 @@ def return_large_buffers_to_the_os() -> None:
     freed and keeps the next ones in the heap, so RSS stays at the peak of every past query and
     build instead of the RAM budget.  Two arenas bound the heap fragmentation of the worker
     threads.  No-op where mallopt does not exist (not glibc)."""
+    mallopt = _glibc("mallopt")
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION_BYTES)
+        mallopt(_M_ARENA_MAX, 2)
+
+
+def _glibc(function: str):  # noqa: ANN202 - a ctypes function pointer
+    """A glibc function, or None where the C library lacks it (musl, macOS)."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     if not name:
-        return
+        return None
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        return getattr(ctypes.CDLL(name), function)
     except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION_BYTES)
-    mallopt(_M_ARENA_MAX, 2)
+        return None
