@@ -65,3 +65,18 @@ def test_flush_grows_the_largest_indexed_segment_that_fits():
     assert flush_growth_base([seg(1, 1000, live=700)], 200, 100, settings) is None  # too dead
     off = CompactionSettings(flush_grow_ratio=0)
     assert flush_growth_base(segs, 200, 100, off) is None
+
+
+def test_partitioned_segments_fill_up_to_the_cap():
+    # tiers would stop at 4 x 40 = 160 rows; filling merges the smallest while they fit in 250
+    segments = [seg(1, 160), seg(2, 40), seg(3, 30), seg(4, 20), seg(5, 240)]
+    assert plan_merge(segments, SETTINGS, max_rows=250) == ["s4", "s3", "s2", "s1"]           # 20+30+40+160 = 250
+    assert plan_merge([seg(1, 200), seg(2, 100), seg(3, 240)], SETTINGS, max_rows=250) == []   # nothing fits together
+    assert plan_merge([seg(1, 100), seg(2, 100)], SETTINGS, max_rows=250) == []               # fewer than merge_min_segments
+    assert plan_merge([seg(1, 100, live=20)], SETTINGS, max_rows=250) == ["s1"]               # purge a mostly dead one
+
+
+def test_full_merges_of_partitioned_segments_stop_at_the_cap():
+    chosen = plan_merge([seg(i, 100) for i in range(5)], SETTINGS, full=True, max_rows=250)
+    assert len(chosen) == 2
+    assert plan_merge([seg(1, 240), seg(2, 240)], SETTINGS, full=True, max_rows=250) == []
