@@ -283,3 +283,20 @@ async def test_range_cache_read_failure_falls_back_to_inner(tmp_path, monkeypatc
     monkeypatch.setattr(diskcache.Cache, "get", broken_get)
     assert await h.store.get_range(seg("f"), 1, 3) == b"at"
     assert range_gets(h, seg("f")) == 1
+
+
+async def test_cached_ranges_are_read_in_one_lookup_and_misses_are_left_to_get_range(tmp_path):
+    h = Harness(tmp_path)
+    big = bytes(range(256)) * 400                     # stored in a file by diskcache
+    await h.inner.inner.put(seg("whole"), big)
+    await h.inner.inner.put(seg("parts"), big)
+    assert await h.store.cached_ranges(seg("whole"), [(0, 10)]) == [None]   # nothing cached yet
+    await h.store.get(seg("whole"))                   # the whole object is cached
+    await h.store.get_range(seg("parts"), 100, 200)   # only this range of the other one
+    h.events.clear()
+    assert await h.store.cached_ranges(seg("whole"), [(0, 10), (5000, 5100), (102_300, 102_500)]) == \
+        [big[0:10], big[5000:5100], None]             # the last one runs past the object's end
+    assert await h.store.cached_ranges(seg("parts"), [(100, 200), (200, 300)]) == [big[100:200], None]
+    assert h.events == [("hit", 2), ("hit", 1)]
+    assert h.inner_gets(seg("whole")) == 1            # no request to the store behind it
+    await h.store.close()

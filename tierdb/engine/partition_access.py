@@ -97,15 +97,31 @@ class PartitionAccessMixin(CollectionState):
         decode in the loop's thread pool as its bytes arrive (zlib releases the GIL, so the
         cores share the checksums).  From a worker thread only."""
 
-        async def one(segment: PartitionedSegment, p: int) -> Partition:
+        async def one(segment: PartitionedSegment, p: int, data: bytes | None) -> Partition:
             ((offset, length),) = segment.partition_ranges([p])
-            data = await self.store.get_range(keys.segment_key(self.name, segment.id), offset, offset + length)
+            if data is None:
+                data = await self.store.get_range(keys.segment_key(self.name, segment.id), offset, offset + length)
+            if segment.verified(p):
+                return segment.decode_partition(p, data)   # views over the bytes: no checksum to compute
             return await asyncio.to_thread(segment.decode_partition, p, data)
 
         async def fetch() -> list[Partition]:
-            return list(await asyncio.gather(*(one(segment, p) for segment, p in wanted)))
+            cached = await asyncio.gather(*(self._disk_cached(segment, [p for s, p in wanted if s is segment])
+                                            for segment in {id(s): s for s, _ in wanted}.values()))
+            held = {(segment.id, p): data for by_segment in cached for (segment, p), data in by_segment}
+            return list(await asyncio.gather(*(one(segment, p, held.get((segment.id, p))) for segment, p in wanted)))
 
         return self._on_loop(fetch)
+
+    async def _disk_cached(self, segment: PartitionedSegment, numbers: list[int]
+                           ) -> list[tuple[tuple[PartitionedSegment, int], bytes | None]]:
+        """The partitions the node's disk cache holds, in one lookup (None: not cached)."""
+        cached_ranges = getattr(self.store, "cached_ranges", None)   # the s3_only disk cache
+        if cached_ranges is None:
+            return [((segment, p), None) for p in numbers]
+        ranges = [(offset, offset + length) for offset, length in segment.partition_ranges(numbers)]
+        found = await cached_ranges(keys.segment_key(self.name, segment.id), ranges)
+        return [((segment, p), data) for p, data in zip(numbers, found)]
 
     def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``make()`` on the collection's event loop from a worker thread; its result."""

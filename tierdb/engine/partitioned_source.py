@@ -92,21 +92,28 @@ class PartitionedSource(RowSource):
     def row_norms(self) -> np.ndarray:
         raise NotImplementedError("a partitioned segment keeps norms per partition")
 
-    def documents(self, rows: Sequence[int]) -> tuple[list[str], list[dict | None]]:
-        return self.segment.documents(rows, self._load)
+    def documents(self, rows: Sequence[int], preloaded: dict[int, Partition] | None = None
+                  ) -> tuple[list[str], list[dict | None]]:
+        """(ids, metadata) of rows; partitions in ``preloaded`` (a query's) are not read again."""
+        return self.segment.documents(rows, self._with(preloaded))
+
+    def _with(self, preloaded: dict[int, Partition] | None) -> Load:
+        if not preloaded:
+            return self._load
+
+        def load(numbers: Sequence[int]) -> list[Partition]:
+            absent = [p for p in numbers if p not in preloaded]
+            fetched = dict(zip(absent, self._load(absent))) if absent else {}
+            return [preloaded[p] if p in preloaded else fetched[p] for p in numbers]
+
+        return load
 
     def search(self, queries: np.ndarray, k: int, ef: int, allowed: np.ndarray | None,
                nprobe: int | None = None, preloaded: dict[int, Partition] | None = None) -> SearchResult:
         """The k nearest live rows among the ``nprobe`` partitions nearest each query (those in
         ``preloaded`` are not read again).  Rows of -1 (distance inf) pad a query whose probed
         partitions hold fewer than k."""
-        load = self._load
-        if preloaded:
-            def load(numbers: Sequence[int]) -> list[Partition]:
-                absent = [p for p in numbers if p not in preloaded]
-                fetched = dict(zip(absent, self._load(absent))) if absent else {}
-                return [preloaded[p] if p in preloaded else fetched[p] for p in numbers]
-        rows, dist = self.segment.search_partitions(queries, k, nprobe or 1, load, allowed)
+        rows, dist = self.segment.search_partitions(queries, k, nprobe or 1, self._with(preloaded), allowed)
         return SearchResult(rows, dist)
 
     def search_routed(self, queries: np.ndarray, k: int, routed: list[np.ndarray],

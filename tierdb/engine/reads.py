@@ -179,6 +179,7 @@ class ReadsMixin(PartitionAccessMixin):
             total_nlist = sum(src.nlist for src in partitioned)
             probe = nprobe or self.settings.partitions.nprobe
             probed = 0
+            scanned: dict[int, dict] = {}   # partitions this query read, by source: hits' ids come from them
             if partitioned and predicate is None:
                 # the nprobe nearest partitions over every segment, read in one round of GETs
                 routes = self._centroid_table(partitioned).route(queries, probe, self.spec.metric)
@@ -187,7 +188,8 @@ class ReadsMixin(PartitionAccessMixin):
                 probed = min(probe, total_nlist)
                 for src, per_query, (_, numbers), parts in zip(partitioned, routes, wanted, self._load_partitions(wanted)):
                     if numbers:
-                        found.append((src, src.search_routed(queries, k, per_query, dict(zip(numbers, parts)))))
+                        scanned[id(src)] = dict(zip(numbers, parts))
+                        found.append((src, src.search_routed(queries, k, per_query, scanned[id(src)])))
             for src in partitioned if predicate is not None else ():
                 share = nprobe_share(probe, src.nlist, total_nlist)
                 probed += share
@@ -206,9 +208,10 @@ class ReadsMixin(PartitionAccessMixin):
                 result = src.search(queries, k, ef, allowed)
                 if result.rows.shape[1]:
                     found.append((src, result))
-            return [self._merge_hits(found, qi, k, include_metadata, include_vector) for qi in range(len(queries))]
+            return [self._merge_hits(found, qi, k, include_metadata, include_vector, scanned) for qi in range(len(queries))]
 
-    def _merge_hits(self, found, qi: int, k: int, include_metadata: bool, include_vector: bool) -> list[Hit]:
+    def _merge_hits(self, found, qi: int, k: int, include_metadata: bool, include_vector: bool,
+                    scanned: dict[int, dict] | None = None) -> list[Hit]:
         if not found:
             return []
         if len(found) == 1:  # the common steady state: one segment, already sorted
@@ -223,7 +226,7 @@ class ReadsMixin(PartitionAccessMixin):
         clamp = self.spec.metric != "ip"
         top = candidates[:k]
         vectors = _hit_vectors(top) if include_vector else [None] * len(top)
-        documents = _hit_documents(top, include_metadata)
+        documents = _hit_documents(top, include_metadata, scanned or {})
         return [
             Hit(
                 id=doc_id,
@@ -235,7 +238,8 @@ class ReadsMixin(PartitionAccessMixin):
         ]
 
 
-def _hit_documents(hits: list[tuple[RowSource, int, float]], include_metadata: bool) -> list[tuple[str, dict | None]]:
+def _hit_documents(hits: list[tuple[RowSource, int, float]], include_metadata: bool,
+                   scanned: dict[int, dict]) -> list[tuple[str, dict | None]]:
     """(id, metadata or None) of each hit; a partitioned source reads its hits' partitions once."""
     out: list[tuple[str, dict | None]] = []
     batched: dict[int, tuple[PartitionedSource, list[int]]] = {}
@@ -246,7 +250,7 @@ def _hit_documents(hits: list[tuple[RowSource, int, float]], include_metadata: b
         else:
             out.append((src.ids[row], src.metadata[row] if include_metadata else None))
     for src, positions in batched.values():
-        ids, metadata = src.documents([hits[i][1] for i in positions])
+        ids, metadata = src.documents([hits[i][1] for i in positions], scanned.get(id(src)))
         for i, doc_id, md in zip(positions, ids, metadata):
             out[i] = (doc_id, md if include_metadata else None)
     return out
