@@ -129,7 +129,7 @@ class EmbeddedTierDB:
 
     def __init__(self, settings: Any) -> None:
         from .node import Engine
-        from .node.datadir import release_freed_memory
+        from .process_memory import release_freed_memory
         from .service.limits import Limits
 
         self.settings = settings

@@ -84,7 +84,7 @@ async def test_large_or_concurrent_queries_keep_the_thread(engine, monkeypatch):
     monkeypatch.setattr(type(coll), "_INLINE_INDEX_ROWS", 100)
     await coll.query(vectors[0], k=3)
     assert hops[0] == 1
-    monkeypatch.setattr(type(coll), "_INLINE_INDEX_ROWS", 200_000)
+    monkeypatch.setattr(type(coll), "_INLINE_INDEX_ROWS", 1_000_000)
     await coll.query(vectors[0], k=3, ef=coll.hnsw.ef_search + 1)  # another ef: the ef lock's write side
     assert hops[0] == 2
     results = await asyncio.gather(*(coll.query(v, k=3) for v in vectors[:8]))

@@ -14,6 +14,12 @@ BASE = 36 * KiB  # an empty diskcache's volume (its SQLite pages, tag index incl
 OBJ = 64 * KiB   # stored as a file, so it adds exactly its size to the volume
 
 
+async def settled(store: DiskCachedStore) -> DiskCachedStore:
+    """The store once its background range fills have landed (get_range fills after answering)."""
+    await store.fills_done()
+    return store
+
+
 def seg(name: str) -> str:
     return f"collections/c/segments/{name}.seg"
 
@@ -212,7 +218,7 @@ async def test_ranges_are_cached_by_range_and_counted(tmp_path):
     assert await h.store.get_range(seg("r"), 100, 201) == data[100:201]  # another range: a miss
     assert range_gets(h, seg("r")) == 2 and h.inner_gets(seg("r")) == 0
     assert h.events == [("miss", 1), ("hit", 1), ("hit", 1), ("miss", 1)]
-    assert h.store.stats()["entries"] == 2
+    assert (await settled(h.store)).stats()["entries"] == 2
 
 
 async def test_a_cached_whole_object_serves_ranges_and_drops_its_range_entries(tmp_path):
@@ -220,9 +226,9 @@ async def test_a_cached_whole_object_serves_ranges_and_drops_its_range_entries(t
     data = os.urandom(OBJ)
     await h.inner.inner.put(seg("w"), data)
     await h.store.get_range(seg("w"), 0, 10)
-    assert h.store.stats()["entries"] == 1
+    assert (await settled(h.store)).stats()["entries"] == 1
     await h.store.get(seg("w"))  # caches the whole object; the range entry is now redundant
-    assert h.store.stats()["entries"] == 1 and h.store.stats()["evictions"] == 0
+    assert (await settled(h.store)).stats()["entries"] == 1 and (await settled(h.store)).stats()["evictions"] == 0
     for start, end in [(0, 10), (OBJ - 5, OBJ + 5), (1000, 9000)]:
         assert await h.store.get_range(seg("w"), start, end) == data[start:end]
     assert range_gets(h, seg("w")) == 1
@@ -238,9 +244,9 @@ async def test_delete_and_overwrite_evict_the_cached_ranges(tmp_path):
     await h.inner.inner.put(seg("d"), b"one" * 100)
     await h.store.get_range(seg("d"), 0, 3)
     await h.store.get_range(seg("d"), 3, 6)
-    assert h.store.stats()["entries"] == 2
+    assert (await settled(h.store)).stats()["entries"] == 2
     await h.store.delete(seg("d"))
-    assert h.store.stats()["entries"] == 0
+    assert (await settled(h.store)).stats()["entries"] == 0
     with pytest.raises(TierDBError) as info:
         await h.store.get_range(seg("d"), 0, 3)
     assert info.value.kind is ErrorKind.NOT_FOUND
@@ -253,8 +259,8 @@ async def test_range_entries_share_the_lru_byte_budget(tmp_path):
     for i in range(8):
         start = i * OBJ
         assert await h.store.get_range(seg("big"), start, start + OBJ) == data[start : start + OBJ]
-        assert h.store.stats()["bytes"] <= h.store.size_limit
-    assert h.store.stats()["entries"] == 3 and h.store.stats()["evictions"] == 5
+        assert (await settled(h.store)).stats()["bytes"] <= h.store.size_limit
+    assert (await settled(h.store)).stats()["entries"] == 3 and (await settled(h.store)).stats()["evictions"] == 5
     # the three most recent ranges are hits, the first one went to the inner store again
     before = range_gets(h, seg("big"))
     for i in (5, 6, 7):
@@ -293,6 +299,7 @@ async def test_cached_ranges_are_read_in_one_lookup_and_misses_are_left_to_get_r
     assert await h.store.cached_ranges(seg("whole"), [(0, 10)]) == [None]   # nothing cached yet
     await h.store.get(seg("whole"))                   # the whole object is cached
     await h.store.get_range(seg("parts"), 100, 200)   # only this range of the other one
+    await h.store.fills_done()
     h.events.clear()
     assert await h.store.cached_ranges(seg("whole"), [(0, 10), (5000, 5100), (102_300, 102_500)]) == \
         [big[0:10], big[5000:5100], None]             # the last one runs past the object's end

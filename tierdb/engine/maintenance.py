@@ -22,6 +22,7 @@ import numpy as np
 from .. import keys, metrics
 from ..crashpoints import crash_point
 from ..errors import TierDBError, corrupt, unavailable
+from ..process_memory import release_freed_memory
 from ..models import CompactResult, Manifest, SegmentRef
 from . import compaction
 from . import manifest as manifests
@@ -295,6 +296,8 @@ class MaintenanceMixin(CollectionState):
         assert self.manifest is not None
         self.last_compaction_ts = time.time()
         self._spawn(self._delete_unreferenced())
+        # the build's buffers (hundreds of MB for a partitioned merge) back to the OS
+        self._spawn(asyncio.to_thread(release_freed_memory, False))
 
     def _spawn(self, coro: Any) -> None:
         """Run maintenance in the background; close() waits for it."""

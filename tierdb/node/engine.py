@@ -42,7 +42,8 @@ from ..workers.gc import RemoteGc
 from ..workers.scheduler import build_scheduler
 from ..workers.uploader import Uploader
 from . import takeover
-from .datadir import prepare_data_dir, release_freed_memory, return_large_buffers_to_the_os
+from ..process_memory import release_freed_memory, return_large_buffers_to_the_os
+from .datadir import prepare_data_dir
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from ..storage.factory import open_s3_store, with_disk_cache
 from ..storage.readonly import ReadOnlyStore
 from ..storage.wrapper import BorrowedStore
 from ..tiering import policy_of
-from .datadir import return_large_buffers_to_the_os
+from ..process_memory import return_large_buffers_to_the_os
 from .engine import Engine, node_partition_cache, report_cache_residency
 
 log = logging.getLogger(__name__)

@@ -74,6 +74,9 @@ class DiskCachedStore(WrapperStore):
         self._cache: diskcache.Cache | None = None
         self._open_lock = asyncio.Lock()
         self._fill_lock = threading.Lock()
+        # Range fills run after the caller has its bytes (a cold query must not wait for a
+        # hundred cache writes); a lookup of a range being filled waits for that fill.
+        self._filling: dict[CacheKey, asyncio.Task[None]] = {}
         self._hits = self._misses = self._evictions = 0
         self._bytes = 0
         self._entries = 0
@@ -110,14 +113,28 @@ class DiskCachedStore(WrapperStore):
         if not self._cacheable(key):
             return await self.inner.get_range(key, start, end)
         validate_range(key, start, end)
+        await self.fills_done((key, start, end))
         cached = await self._lookup_range(key, start, end)
         if cached is not None:
             self._event("hit", 1)
             return cached
         self._event("miss", 1)
         data = await self.inner.get_range(key, start, end)
-        await self._fill((key, start, end), data)
+        self._fill_in_background((key, start, end), data)
         return data
+
+    def _fill_in_background(self, key: CacheKey, data: bytes) -> None:
+        if key in self._filling:
+            return
+        task = asyncio.get_running_loop().create_task(self._fill(key, data))
+        self._filling[key] = task
+        task.add_done_callback(lambda _: self._filling.pop(key, None))
+
+    async def fills_done(self, key: CacheKey | None = None) -> None:
+        """Wait for the pending fill of ``key`` (all of them when None)."""
+        pending = list(self._filling.values()) if key is None else [t for t in (self._filling.get(key),) if t]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def cached_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes | None]:
         """Each ``(start, end)`` range of ``key`` that the cache holds (from the whole object or
@@ -169,9 +186,11 @@ class DiskCachedStore(WrapperStore):
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
         if self._cacheable(key):
+            await self.fills_done()   # no range of it lands after the eviction
             await self._evict(key)
 
     async def close(self) -> None:
+        await self.fills_done()
         cache, self._cache = self._cache, None
         try:
             if cache is not None:
