@@ -58,6 +58,7 @@ from tierdb.node import Engine
 
 K = 10
 BATCH = 1000
+EF_SWEEP = (16, 32, 64, 128, 256, 512)   # "no recall loss at every ef"
 INDEX = IndexSettings()
 
 
@@ -66,6 +67,12 @@ def bench_raw_hnswlib(base: np.ndarray, queries: np.ndarray, gt: np.ndarray, sav
     footprint comparison loads it instead of building a second one)."""
     index, stats = build_raw_hnswlib(base, queries, gt, m=INDEX.m, ef_construction=INDEX.ef_construction,
                                      ef=INDEX.ef_search, k=K)
+    stats["recall_by_ef"] = {}
+    for ef in EF_SWEEP:
+        index.set_ef(ef)
+        labels, _ = index.knn_query(queries, k=K)
+        stats["recall_by_ef"][str(ef)] = round(recall_at_k(labels.tolist(), gt, K), 4)
+    index.set_ef(INDEX.ef_search)
     if save_to:
         index.save_index(save_to)
     return stats
@@ -102,8 +109,13 @@ async def bench_in_process(data_dir: str, base: np.ndarray, queries: np.ndarray,
         hits = await coll.query(q, k=K)
         lat.append(time.perf_counter() - t)
         found.append([int(h.id) for h in hits[0]])
+    recall_by_ef = {}
+    for ef in EF_SWEEP:  # the whole query set per call, as raw hnswlib's sweep does
+        hits = await coll.query(queries, k=K, ef=ef)
+        recall_by_ef[str(ef)] = round(recall_at_k([[int(h.id) for h in per] for per in hits], gt, K), 4)
     reopen = await close_and_reopen(engine, data_dir, queries[0])
     return {
+        "recall_by_ef": recall_by_ef,
         "ack_docs_per_sec": round(len(base) / acked, 1),
         "ingest_docs_per_sec": round(len(base) / indexed, 1),
         "indexed_secs": round(indexed, 3),
@@ -111,6 +123,17 @@ async def bench_in_process(data_dir: str, base: np.ndarray, queries: np.ndarray,
         "recall_at_10": round(recall_at_k(found, gt, K), 4),
         **reopen,
     }
+
+
+def ef_sweep_rows(raw: dict, inproc: dict) -> list[list[object]]:
+    """Recall@10 at each swept ef, raw hnswlib against TierDB in-process, and the largest loss."""
+    if "recall_by_ef" not in raw or "recall_by_ef" not in inproc:
+        return []
+    rows: list[list[object]] = [[f"recall@10 at ef {ef}", raw["recall_by_ef"][ef], inproc["recall_by_ef"][ef], "", ""]
+                                for ef in raw["recall_by_ef"]]
+    worst = max(raw["recall_by_ef"][ef] - inproc["recall_by_ef"][ef] for ef in raw["recall_by_ef"])
+    rows.append(["largest recall loss over the ef sweep", "", round(worst, 4), "", "≤ 0.002"])
+    return rows
 
 
 async def close_and_reopen(engine: Engine, data_dir: str, query: np.ndarray) -> dict:
@@ -469,6 +492,7 @@ def main() -> None:
         ["process RSS at close() → after → reopened (MB)", "",
          " → ".join(str(round(inproc[f"process_rss_{w}_bytes"] / mb)) for w in ("open", "after_close", "after_reopen")), "", ""],
     ]
+    rows += ef_sweep_rows(raw, inproc)
     rows += footprint_rows(results["footprint"])
     if args.restart_rows:
         rows.append([f"restart to ready, {args.restart_rows} (s)", "", "", results[f"restart_to_ready_secs_{args.restart_rows}"], "≤ 10"])

@@ -226,15 +226,20 @@ class ReadsMixin(PartitionAccessMixin):
         clamp = self.spec.metric != "ip"
         top = candidates[:k]
         vectors = _hit_vectors(top) if include_vector else [None] * len(top)
-        documents = _hit_documents(top, include_metadata, scanned or {})
-        return [
+        if any(type(src) is PartitionedSource for src, _, _ in top):
+            documents = _hit_documents(top, include_metadata, scanned or {})
+            return [
+                Hit(id=doc_id, distance=max(d, 0.0) if clamp else d, metadata=metadata, vector=vector)
+                for (_, _, d), (doc_id, metadata), vector in zip(top, documents, vectors)
+            ]
+        return [  # the memory tiers' hot path: ids and metadata straight from the rows
             Hit(
-                id=doc_id,
+                id=src.ids[row],
                 distance=max(d, 0.0) if clamp else d,
-                metadata=metadata,
+                metadata=src.metadata[row] if include_metadata else None,
                 vector=vector,
             )
-            for (_, _, d), (doc_id, metadata), vector in zip(top, documents, vectors)
+            for (src, row, d), vector in zip(top, vectors)
         ]
 
 
