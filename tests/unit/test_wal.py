@@ -133,3 +133,35 @@ def test_failed_write_is_cut_back(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", real_fsync)
     write_records(wal, [2])
     assert [r.seq for r in LocalWal(str(tmp_path)).scan(after_seq=0)] == [1, 2]
+
+
+def test_cleanup_and_uploader_removing_covered_files_at_once_take_turns(tmp_path):
+    """Local cleanup after a publish and the memory_s3 uploader both call remove_covered, from
+    different threads (a FileNotFoundError in CI before they took turns)."""
+    import threading
+
+    wal = LocalWal(str(tmp_path), fsync=False)
+    wal.open_for_append(1)
+    for seq in range(1, 301):
+        write_records(wal, [seq])
+        wal.rotate(seq + 1)
+    before = wal.bytes_total
+    start = threading.Barrier(2)
+    removed: list[int] = []
+    errors: list[BaseException] = []
+
+    def remove() -> None:
+        start.wait()
+        try:
+            removed.append(wal.remove_covered(300))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=remove) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(removed) == 300 and all(f.first_seq > 300 for f in wal.files())
+    assert before > 0 and wal.bytes_total == 0      # each file's bytes subtracted exactly once

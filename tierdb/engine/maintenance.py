@@ -36,6 +36,9 @@ from .rows import RowSource
 
 log = logging.getLogger(__name__)
 
+# A flush or merge of at least this many rows trims the heap afterwards (malloc_trim).
+_TRIM_AFTER_ROWS = 50_000
+
 # crash points (tierdb/crashpoints.py) inside flush and merge
 MAINTENANCE_STEPS = ("maintenance:segment_stored", "maintenance:manifest_published")
 
@@ -109,7 +112,7 @@ class MaintenanceMixin(CollectionState):
         replaced = {built.grown_from} if built and built.grown_from else set()
         await self._publish(wal_seq=frozen_seq, replace=replaced, add=new_refs, built=built)
         await asyncio.to_thread(self._install, built, frozen, replaced)
-        self._after_publish()
+        self._after_publish(built.ref.rows if built else 0)
         metrics.COMPACTIONS.labels(collection=self.name, kind="flush").inc()
         log.info("memtable flushed", extra={"collection": self.name, "rows": built.ref.rows if built else 0,
                                              "wal_seq": frozen_seq})
@@ -292,12 +295,12 @@ class MaintenanceMixin(CollectionState):
                         del self._where[doc_id]
             offset += len(rows)
 
-    def _after_publish(self) -> None:
+    def _after_publish(self, rows: int = 0) -> None:
         assert self.manifest is not None
         self.last_compaction_ts = time.time()
         self._spawn(self._delete_unreferenced())
-        # the build's buffers (hundreds of MB for a partitioned merge) back to the OS
-        self._spawn(asyncio.to_thread(release_freed_memory, False))
+        if rows >= _TRIM_AFTER_ROWS:  # a big build's freed heap back to the OS (not after every small flush)
+            self._spawn(asyncio.to_thread(release_freed_memory, False))
 
     def _spawn(self, coro: Any) -> None:
         """Run maintenance in the background; close() waits for it."""
@@ -363,7 +366,7 @@ class MaintenanceMixin(CollectionState):
         built = await asyncio.to_thread(self._build_from_segments, chosen, wal_seq)
         await self._publish(wal_seq=wal_seq, replace=chosen, add=[built.ref] if built else [], built=built)
         await asyncio.to_thread(self._install, built, [], chosen)
-        self._after_publish()
+        self._after_publish(built.ref.rows if built else 0)
         metrics.COMPACTIONS.labels(collection=self.name, kind="merge").inc()
         log.info("segments merged", extra={"collection": self.name, "merged": len(chosen),
                                             "rows": built.ref.rows if built else 0})

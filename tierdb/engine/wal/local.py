@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -50,6 +51,9 @@ class LocalWal:
         self._creates_file = False          # the active file does not exist yet
         self._pending_cut: tuple[str, int] | None = None  # a torn tail that could not be cut yet
         self.bytes_total = 0
+        # Local cleanup (after a publish) and the memory_s3 uploader (after a shipment) both
+        # remove covered files, from different threads: one at a time.
+        self._removing = threading.Lock()
 
     # -- recovery ---------------------------------------------------------------------------
     def files(self) -> list[WalFile]:
@@ -185,7 +189,12 @@ class LocalWal:
         return self._size
 
     def remove_covered(self, covered_seq: int, *, keep_from_seq: int | None = None) -> int:
-        """Delete sealed files whose records all have seq <= covered_seq (and < keep_from_seq)."""
+        """Delete sealed files whose records all have seq <= covered_seq (and < keep_from_seq).
+        Safe to call from several threads: they take turns, each seeing what the other left."""
+        with self._removing:
+            return self._remove_covered(covered_seq, keep_from_seq)
+
+    def _remove_covered(self, covered_seq: int, keep_from_seq: int | None) -> int:
         files = {f.first_seq: f for f in self.files()}
         removed = 0
         for first, last_seq in tail.spans(list(files)):
