@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -35,7 +36,13 @@ from ..models import (
 from ..storage.base import BlobStore
 from ..tiering import policy_of
 from . import segment as segments
-from .attachments import NO_DEAD_LETTERS, NO_UPLOADS, DeadLetters, UploadWorker, no_cache_stats
+from .attachments import (
+    NO_DEAD_LETTERS,
+    NO_UPLOADS,
+    DeadLetters,
+    UploadWorker,
+    no_cache_stats,
+)
 from .group_commit import GroupCommitter
 from .maintenance import MaintenanceMixin
 from .memtable import Memtable

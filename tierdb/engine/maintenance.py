@@ -22,11 +22,10 @@ import numpy as np
 from .. import keys, metrics
 from ..crashpoints import crash_point
 from ..errors import TierDBError, corrupt, unavailable
-from ..process_memory import release_freed_memory
 from ..models import CompactResult, Manifest, SegmentRef
-from . import compaction
+from ..process_memory import release_freed_memory
+from . import compaction, partitioned, partitioned_build
 from . import manifest as manifests
-from . import partitioned, partitioned_build
 from . import segment as segments
 from .collection_state import CollectionState
 from .memtable import Memtable

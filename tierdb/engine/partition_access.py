@@ -24,7 +24,6 @@ from .partitioned import Load, Partition, PartitionedSegment
 from .partitioned_source import PartitionedSource
 from .rows import RowSource
 
-
 T = TypeVar("T")
 
 
@@ -154,12 +153,6 @@ class PartitionAccessMixin(CollectionState):
                     rest.append(doc_id)
             pending = rest
         return found
-
-    def _locate(self, doc_id: str) -> tuple[RowSource, int] | None:
-        loc = self._where.get(doc_id)
-        if loc is not None or not self.partitioned_sources:
-            return loc
-        return self._locate_partitioned([doc_id]).get(doc_id)
 
     def _live_partitioned_count(self) -> int:
         return sum(source.live_count() for source in self.partitioned_sources)

@@ -9,7 +9,7 @@ them with ``locate`` (a hash lookup; a partition is read only to confirm a match
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ WALK_ROWS = 16_384
 class _Column(Sequence):
     """``ids`` or ``metadata`` of a partitioned source, read from its partitions on access."""
 
-    def __init__(self, source: "PartitionedSource", field: str) -> None:
+    def __init__(self, source: PartitionedSource, field: str) -> None:
         self._source, self._field = source, field
 
     def __len__(self) -> int:
@@ -122,22 +122,19 @@ class PartitionedSource(RowSource):
         rows, dist = self.segment.search_routed(queries, k, routed, lambda numbers: [preloaded[p] for p in numbers])
         return SearchResult(rows, dist)
 
-    def probed(self, queries: np.ndarray, nprobe: int) -> list[int]:
-        """The partitions ``search`` reads for these queries."""
-        return np.unique(self.segment.route(queries, nprobe)).tolist()
-
     def search_matching(self, queries: np.ndarray, k: int, nprobe: int, predicate: Predicate) -> SearchResult:
         """Filtered search: the filter is evaluated on the probed partitions' metadata; while
         they hold fewer than k live matches the probe widens (x4) up to every partition."""
         while True:
             routed = self.segment.route(queries, nprobe)
             wanted = np.unique(routed).tolist()
+            parts = dict(zip(wanted, self._load(wanted)))
             allowed = np.zeros(self.size(), bool)
-            for part in self._load(wanted):
+            for part in parts.values():
                 allowed[part.start : part.start + len(part.vectors)] = [predicate(md) for md in part.metadata]
             allowed &= ~self.segment.tombstones
             if np.count_nonzero(allowed) >= k or nprobe >= self.nlist:
-                return self.search(queries, k, 0, allowed, nprobe)
+                return self.search(queries, k, 0, allowed, nprobe, preloaded=parts)  # read once
             nprobe = min(self.nlist, nprobe * 4)
 
     # -- ids ------------------------------------------------------------------------------------
@@ -213,5 +210,3 @@ def nprobe_share(nprobe: int, nlist: int, total_nlist: int) -> int:
         return 1
     return max(1, min(nlist, -(-nprobe * nlist // total_nlist)))
 
-
-LoadFactory = Callable[[PartitionedSegment, bool], Load]

@@ -16,10 +16,10 @@ from ..errors import unavailable
 from ..models import Document, Hit
 from ..service.limits import Limits
 from . import segment as segments
-from .partition_access import PartitionAccessMixin
-from .partitioned_source import CentroidTable, PartitionedSource, nprobe_share
 from .filters import compile_filter, filter_key
 from .memtable import Memtable
+from .partition_access import PartitionAccessMixin
+from .partitioned_source import CentroidTable, PartitionedSource, nprobe_share
 from .rows import RowSource
 from .validation import check_ids
 from .vectors import as_matrix
