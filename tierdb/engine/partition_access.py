@@ -17,14 +17,32 @@ import numpy as np
 from .. import keys
 from ..errors import ErrorKind, TierDBError, corrupt
 from ..models import SegmentRef
-from . import partitioned
+from . import coded_search, partitioned
 from .collection_state import CollectionState
 from .partition_cache import NoPartitionCache, PartitionCache
-from .partitioned import Load, Partition, PartitionedSegment
+from .partitioned import Load, Partition, PartitionCodes, PartitionedSegment
 from .partitioned_source import PartitionedSource
-from .rows import RowSource
+from .rows import RowSource, SearchResult
 
 T = TypeVar("T")
+
+# What _load_sections reads: whole partitions, their scan codes, or their ids + metadata.
+PARTITION, CODES, DOCS = "partition", "codes", "docs"
+_SECTIONS: dict[str, tuple[Callable[[PartitionedSegment, Sequence[int]], list[tuple[int, int]]],
+                           Callable[[PartitionedSegment, int, Any], Any]]] = {
+    PARTITION: (PartitionedSegment.partition_ranges, PartitionedSegment.decode_partition),
+    CODES: (PartitionedSegment.codes_ranges, PartitionedSegment.decode_codes),
+    DOCS: (PartitionedSegment.docs_ranges, PartitionedSegment.decode_docs),
+}
+# Sections smaller than this are checked and decoded on the loop (a thread hop costs more).
+_DECODE_INLINE_BYTES = 256 * 1024
+
+
+def _section_of(whole: Partition | None, kind: str) -> Any:
+    """The codes or documents of a whole partition held in RAM (None if it has no codes)."""
+    if whole is None:
+        return None
+    return whole.codes if kind == CODES else whole
 
 
 class PartitionAccessMixin(CollectionState):
@@ -59,8 +77,37 @@ class PartitionAccessMixin(CollectionState):
         return self._source_of(segment, ref.size)
 
     def _source_of(self, segment: PartitionedSegment, size: int) -> PartitionedSource:
+        coded = segment.has_codes
         return PartitionedSource(segment, self._partition_load(segment, cached=True),
-                                 self._partition_load(segment, cached=False), size)
+                                 self._partition_load(segment, cached=False), size,
+                                 load_docs=self._section_load(segment, DOCS) if coded else None,
+                                 load_vectors=self._vectors_load(segment) if coded else None)
+
+    def _vectors_load(self, segment: PartitionedSegment) -> Callable[[np.ndarray], np.ndarray]:
+        def load(rows: np.ndarray) -> np.ndarray:
+            numbers = sorted(set(segment.partition_of(rows).tolist()))
+            codes = dict(zip(numbers, self._load_sections(CODES, [(segment, numbers)])[0]))
+            return self._load_rows([(segment, rows, codes)])[0]
+
+        return load
+
+    # -- searching -------------------------------------------------------------------------------
+    def _search_coded(self, queries: np.ndarray, k: int, routed: list[tuple[PartitionedSource, list[np.ndarray]]]
+                      ) -> list[tuple[RowSource, SearchResult]]:
+        """Unfiltered search of the segments with scan codes: the probed partitions' codes in one
+        round, the best candidates' exact rows in a second (coded_search.py)."""
+        wanted = [(src.segment, np.unique(np.concatenate(per_query)).tolist()) for src, per_query in routed]
+        codes = [dict(zip(numbers, blocks)) for (_, numbers), blocks in zip(wanted, self._load_sections(CODES, wanted))]
+        picked = coded_search.pick_candidates(
+            queries, self.spec.metric, [src.segment for src, _ in routed], [per_query for _, per_query in routed],
+            codes, max(self.settings.partitions.rerank, k))
+        rows = [np.unique(np.concatenate(per_query)) for per_query in picked]
+        vectors = self._load_rows([(src.segment, r, c) for (src, _), r, c in zip(routed, rows, codes)])
+        found: list[tuple[RowSource, SearchResult]] = []
+        for (src, _), per_query, r, v in zip(routed, picked, rows, vectors):
+            if len(r):
+                found.append((src, coded_search.rerank(queries, self.spec.metric, k, per_query, r, v)))
+        return found
 
     # -- reading partitions ----------------------------------------------------------------------
     def _partition_load(self, segment: PartitionedSegment, cached: bool) -> Load:
@@ -69,58 +116,125 @@ class PartitionAccessMixin(CollectionState):
 
         return load
 
+    def _section_load(self, segment: PartitionedSegment, kind: str) -> Callable[[Sequence[int]], list[Any]]:
+        def load(numbers: Sequence[int]) -> list[Any]:
+            return self._load_sections(kind, [(segment, numbers)])[0]
+
+        return load
+
     def _load_partitions(self, wanted: list[tuple[PartitionedSegment, Sequence[int]]],
                          cached: bool = True) -> list[list[Partition]]:
         """The partitions each segment needs, the missing ones of every segment fetched in one
         round of concurrent range GETs (a cold query waits for one round, not one per segment)."""
-        found: list[list[Partition | None]] = []
+        return self._load_sections(PARTITION, wanted, cached)
+
+    def _load_sections(self, kind: str, wanted: list[tuple[PartitionedSegment, Sequence[int]]],
+                       cached: bool = True) -> list[list[Any]]:
+        """``kind`` (PARTITION, CODES or DOCS) of the partitions each segment needs: from the node's
+        RAM cache (a whole partition there serves its codes and documents too), else read in one
+        round (disk cache, then concurrent range GETs) and put in the RAM cache."""
+        found: list[list[Any]] = []
         missing: list[tuple[int, int, PartitionedSegment, int]] = []    # (request, position, segment, partition)
+        lru = self._partition_cache
         for n, (segment, numbers) in enumerate(wanted):
-            row: list[Partition | None] = []
+            row: list[Any] = []
             for i, p in enumerate(numbers):
-                part = self._partition_cache.get((self.name, segment.id, int(p))) if cached else None
+                part = None
+                if cached and kind == PARTITION:
+                    part = lru.get((self.name, segment.id, int(p)))
+                elif cached:
+                    part = _section_of(lru.peek((self.name, segment.id, int(p))), kind)
+                    if part is None:
+                        part = lru.get((self.name, segment.id, int(p), kind))
                 if part is None:
                     missing.append((n, i, segment, int(p)))
                 row.append(part)
             found.append(row)
         if missing:
-            decoded = self._fetch_partitions([(segment, p) for _, _, segment, p in missing])
+            decoded = self._fetch_sections(kind, [(segment, p) for _, _, segment, p in missing])
             for (n, i, segment, p), part in zip(missing, decoded):
                 if cached:
-                    self._partition_cache.put((self.name, segment.id, p), part)
+                    lru.put((self.name, segment.id, p) if kind == PARTITION else (self.name, segment.id, p, kind), part)
                 found[n][i] = part
-        return found  # type: ignore[return-value]
+        return found
 
-    def _fetch_partitions(self, wanted: list[tuple[PartitionedSegment, int]]) -> list[Partition]:
-        """Partitions read and decoded concurrently: one range GET each, and each checksum and
+    def _fetch_sections(self, kind: str, wanted: list[tuple[PartitionedSegment, int]]) -> list[Any]:
+        """Sections read and decoded concurrently: one range GET each, and each checksum and
         decode in the loop's thread pool as its bytes arrive (zlib releases the GIL, so the
         cores share the checksums).  From a worker thread only."""
+        ranges, decode = _SECTIONS[kind]
 
-        async def one(segment: PartitionedSegment, p: int, data: bytes | None) -> Partition:
-            ((offset, length),) = segment.partition_ranges([p])
+        async def one(segment: PartitionedSegment, p: int, data: bytes | None) -> Any:
+            ((offset, length),) = ranges(segment, [p])
             if data is None:
                 data = await self.store.get_range(keys.segment_key(self.name, segment.id), offset, offset + length)
-            if segment.verified(p):
-                return segment.decode_partition(p, data)   # views over the bytes: no checksum to compute
-            return await asyncio.to_thread(segment.decode_partition, p, data)
+            if length < _DECODE_INLINE_BYTES or (kind == PARTITION and segment.verified(p)):
+                return decode(segment, p, data)
+            return await asyncio.to_thread(decode, segment, p, data)
 
-        async def fetch() -> list[Partition]:
-            cached = await asyncio.gather(*(self._disk_cached(segment, [p for s, p in wanted if s is segment])
-                                            for segment in {id(s): s for s, _ in wanted}.values()))
-            held = {(segment.id, p): data for by_segment in cached for (segment, p), data in by_segment}
+        async def fetch() -> list[Any]:
+            by_segment = {id(s): s for s, _ in wanted}.values()
+            cached = await asyncio.gather(*(
+                self._disk_cached(segment, ranges(segment, numbers), segment.partition_ranges(numbers))
+                for segment in by_segment for numbers in ([p for s, p in wanted if s is segment],)))
+            held: dict[tuple[str, int], bytes | None] = {}
+            for segment, datas in zip(by_segment, cached):
+                held.update(zip(((segment.id, p) for s, p in wanted if s is segment), datas))
             return list(await asyncio.gather(*(one(segment, p, held.get((segment.id, p))) for segment, p in wanted)))
 
         return self._on_loop(fetch)
 
-    async def _disk_cached(self, segment: PartitionedSegment, numbers: list[int]
-                           ) -> list[tuple[tuple[PartitionedSegment, int], bytes | None]]:
-        """The partitions the node's disk cache holds, in one lookup (None: not cached)."""
+    def _load_rows(self, wanted: list[tuple[PartitionedSegment, np.ndarray, dict[int, PartitionCodes]]]) -> list[np.ndarray]:
+        """The float32 vectors of the given global rows of each segment (a query's candidates for
+        the exact re-rank), each checked against its crc32 in ``codes`` (partition -> codes):
+        from whole partitions in the RAM cache, else the disk cache, else one range GET per row,
+        all in one round."""
+        out = [np.empty((len(rows), segment.dimension), np.float32) for segment, rows, _ in wanted]
+        pending: list[tuple[int, int, PartitionedSegment, int, PartitionCodes]] = []   # (request, position, segment, row, codes)
+        for n, (segment, rows, codes) in enumerate(wanted):
+            owners = segment.partition_of(rows)
+            for i, (row, p) in enumerate(zip(rows.tolist(), owners.tolist())):
+                whole = self._partition_cache.peek((self.name, segment.id, p))
+                if whole is not None:
+                    out[n][i] = whole.vectors[row - whole.start]
+                else:
+                    pending.append((n, i, segment, row, codes[p]))
+        if not pending:
+            return out
+
+        async def fetch() -> list[np.ndarray]:
+            segments_of = {id(s): s for _, _, s, _, _ in pending}.values()
+            held: dict[tuple[str, int], bytes | None] = {}
+            for segment in segments_of:
+                rows = [row for _, _, s, row, _ in pending if s is segment]
+                ranges = segment.row_ranges(rows)
+                parts = segment.partition_of(np.asarray(rows, np.int64)).tolist()
+                datas = await self._disk_cached(segment, ranges, segment.partition_ranges(parts))
+                held.update(zip(((segment.id, row) for row in rows), datas))
+
+            async def one(segment: PartitionedSegment, row: int, codes: PartitionCodes) -> np.ndarray:
+                data = held.get((segment.id, row))
+                if data is None:
+                    ((offset, length),) = segment.row_ranges([row])
+                    data = await self.store.get_range(keys.segment_key(self.name, segment.id), offset, offset + length)
+                return segment.decode_row(row, data, codes)
+
+            return list(await asyncio.gather(*(one(segment, row, codes) for _, _, segment, row, codes in pending)))
+
+        for (n, i, _, _, _), vector in zip(pending, self._on_loop(fetch)):
+            out[n][i] = vector
+        return out
+
+    async def _disk_cached(self, segment: PartitionedSegment, ranges: list[tuple[int, int]],
+                           containers: list[tuple[int, int]]) -> list[bytes | None]:
+        """The ranges (offset, length) the node's disk cache holds, itself or within the cached
+        whole partition ``containers[i]``, in one lookup (None: not cached)."""
         cached_ranges = getattr(self.store, "cached_ranges", None)   # the s3_only disk cache
         if cached_ranges is None:
-            return [((segment, p), None) for p in numbers]
-        ranges = [(offset, offset + length) for offset, length in segment.partition_ranges(numbers)]
-        found = await cached_ranges(keys.segment_key(self.name, segment.id), ranges)
-        return [((segment, p), data) for p, data in zip(numbers, found)]
+            return [None] * len(ranges)
+        return await cached_ranges(keys.segment_key(self.name, segment.id),
+                                   [(offset, offset + length) for offset, length in ranges],
+                                   [(offset, offset + length) for offset, length in containers])
 
     def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``make()`` on the collection's event loop from a worker thread; its result."""

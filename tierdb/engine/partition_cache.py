@@ -13,16 +13,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
-from .partitioned import Partition
+from .partitioned import Partition, PartitionCodes, PartitionDocs
 
 OnEvent = Callable[[str, int], None]   # ("hit" | "miss" | "eviction", count)
-Key = tuple[str, str, int]             # (collection, segment id, partition number)
+# (collection, segment id, partition number): a whole partition; with a fourth item, one section
+# of it ("codes", "docs").
+Key = tuple[str, str, int] | tuple[str, str, int, str]
+Entry = Partition | PartitionCodes | PartitionDocs
 
 
 class PartitionCache(Protocol):
-    def get(self, key: Key) -> Partition | None: ...
+    def get(self, key: Key) -> Entry | None: ...
 
-    def put(self, key: Key, partition: Partition) -> None: ...
+    def peek(self, key: Key) -> Entry | None: ...
+
+    def put(self, key: Key, partition: Entry) -> None: ...
 
     def forget_segment(self, collection: str, segment_id: str) -> None: ...
 
@@ -32,10 +37,13 @@ class PartitionCache(Protocol):
 class NoPartitionCache:
     """Before the node attaches its cache (recovery): every load is fetched."""
 
-    def get(self, key: Key) -> Partition | None:
+    def get(self, key: Key) -> Entry | None:
         return None
 
-    def put(self, key: Key, partition: Partition) -> None:
+    def peek(self, key: Key) -> Entry | None:
+        return None
+
+    def put(self, key: Key, partition: Entry) -> None:
         pass
 
     def forget_segment(self, collection: str, segment_id: str) -> None:
@@ -49,7 +57,7 @@ class PartitionLru:
     def __init__(self, budget_bytes: int, on_event: Callable[[str, str, int], None] | None = None) -> None:
         self.budget = budget_bytes
         self._on_event = on_event      # (collection, kind, count)
-        self._entries: OrderedDict[Hashable, tuple[Partition, int]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Entry, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = self.misses = self.evictions = 0
@@ -61,7 +69,16 @@ class PartitionLru:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Key) -> Partition | None:
+    def peek(self, key: Key) -> Entry | None:
+        """Like ``get`` but not counted as a hit or miss: an opportunistic look (is the whole
+        partition here, to serve one of its sections?)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+        return entry[0] if entry is not None else None
+
+    def get(self, key: Key) -> Entry | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -72,7 +89,7 @@ class PartitionLru:
         self._emit(key[0], "hit" if entry is not None else "miss", 1)
         return entry[0] if entry is not None else None
 
-    def put(self, key: Key, partition: Partition) -> None:
+    def put(self, key: Key, partition: Entry) -> None:
         size = partition.nbytes()
         if size > self.budget:
             return

@@ -6,8 +6,16 @@ nearest centroids and reads only those partitions, by byte range.  Layout of one
     prefix:     b"TDBPSEG1" | u32 header length | sha256 of the header (32 bytes)
     header:     msgpack PartitionedHeader (format, dimension, metric, rows, centroids,
                 partition table, sorted 64-bit id hashes and the global row of each)
-    partitions: partition 0 | partition 1 | ...   each = float32 vectors | float32 row norms | ids | metadata
+    partitions: partition 0 | partition 1 | ...   each = codes | float32 vectors | float32 row norms | ids | metadata
                 (ids and metadata are msgpack lists, in the partition's row order)
+    codes:      one-bit codes (binary_codes.py; uint64, word-major) | float32 A | float32 B | crc32 of each row's vector
+
+A query reads the codes of its probed partitions, re-ranks the best candidates with their exact
+rows (one row is one small range: its crc32 is in the codes) and reads the documents section
+(ids + metadata) of the partitions holding its hits: three sections, each a byte range of its own
+with its own checksum, so a cold query reads kilobytes per partition, not the whole partition.
+Flushes, merges, warm-up and filtered queries read whole partitions.  Format 3 segments (no
+codes) are still read; they are scanned in full.
 
 Rows are numbered globally in partition order: partition p holds global rows
 ``starts[p] .. starts[p+1]-1``.  The partition table gives, per partition, its absolute byte
@@ -45,13 +53,14 @@ import msgspec
 import numpy as np
 
 from ..errors import corrupt, invalid
-from . import kmeans
+from . import binary_codes, kmeans
 from . import vectors as vec
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"TDBPSEG1"
-FORMAT_VERSION = 3  # 3: row norms stored per partition; 2: crc32 per partition (neither 1 nor 2 was released)
+FORMAT_VERSION = 4  # 4: scan codes, per-section checksums; 3: row norms per partition (1, 2 never released)
+READABLE_FORMATS = (3, 4)
 _PREFIX = struct.Struct("<8sI32s")
 PREFIX_BYTES = _PREFIX.size
 # What a node reads first to open a segment: the header of a segment up to ~4k rows fits whole,
@@ -68,9 +77,16 @@ METRICS = ("cosine", "l2", "ip")
 
 Fetch = Callable[[list[tuple[int, int]]], list[bytes]]
 
+# crc32: the partition without its codes (vectors | norms | ids | metadata); docs_crc32: ids | metadata.
 PARTITION_DTYPE = np.dtype(
+    [("offset", "<u8"), ("rows", "<u4"), ("ids_len", "<u8"), ("meta_len", "<u8"), ("crc32", "<u4"),
+     ("codes_crc32", "<u4"), ("docs_crc32", "<u4")]
+)
+_PARTITION_DTYPE_V3 = np.dtype(
     [("offset", "<u8"), ("rows", "<u4"), ("ids_len", "<u8"), ("meta_len", "<u8"), ("crc32", "<u4")]
 )
+# Per row in the codes section, besides the bits: A, B and the row's crc32.
+_CODE_ROW_EXTRA = 12
 
 
 class PartitionSettings(msgspec.Struct, frozen=True):
@@ -305,12 +321,19 @@ def _build(
     out.write(b"\0" * (PREFIX_BYTES + header_len))
     offset = PREFIX_BYTES + header_len
     largest = 0
+    code_width = binary_codes.code_bytes(dim)
     for p in range(nlist):
         sources = order[starts[p] : starts[p + 1]]
+        rows_here = len(sources)
+        # The codes come first but are known only once the rows are read: leave their room,
+        # write the rest, then go back.
+        codes_at = out.tell()
+        codes_len = rows_here * (code_width + _CODE_ROW_EXTRA)
+        out.write(b"\0" * codes_len)
         digest = _Crc32()
         written = 0
-        norms = []
-        for start in range(0, len(sources), chunk):
+        norms, bits, a_parts, b_parts, row_crcs = [], [], [], [], []
+        for start in range(0, rows_here, chunk):
             # Sorted reads are sequential on a memory map; put the rows back in partition order.
             part = sources[start : start + chunk]
             sort = np.argsort(part)
@@ -321,16 +344,33 @@ def _build(
             out.write(data)
             written += len(data)
             norms.append(vec.norms(rows))
+            code_bits, a, b = binary_codes.encode(rows, centroids[p], metric)
+            bits.append(code_bits)
+            a_parts.append(a)
+            b_parts.append(b)
+            width = dim * 4
+            row_crcs.append(np.fromiter((zlib.crc32(data[i : i + width]) for i in range(0, len(data), width)),
+                                        np.uint32, count=len(part)))
         data = (np.concatenate(norms) if norms else np.zeros(0, np.float32)).astype("<f4").tobytes()
         digest.update(data)
         out.write(data)
         written += len(data)
-        ids_len = _write_msgpack_list(out, digest, (ids[int(i)] for i in sources), len(sources))
+        docs = _Crc32()
+        ids_len = _write_msgpack_list(out, (digest, docs), (ids[int(i)] for i in sources), rows_here)
         meta_iter = (None for _ in sources) if metadata is None else (metadata[int(i)] for i in sources)
-        meta_len = _write_msgpack_list(out, digest, meta_iter, len(sources))
-        table[p] = (offset, len(sources), ids_len, meta_len, digest.value)
-        offset += written + ids_len + meta_len
-        largest = max(largest, len(sources))
+        meta_len = _write_msgpack_list(out, (digest, docs), meta_iter, rows_here)
+        codes = (np.concatenate(bits, axis=1).astype("<u8").tobytes() if bits else b"") + b"".join(
+            np.concatenate(parts).astype(dtype).tobytes() if parts else b""
+            for parts, dtype in ((a_parts, "<f4"), (b_parts, "<f4"), (row_crcs, "<u4"))
+        )
+        assert len(codes) == codes_len, "codes section size"
+        end_of_partition = out.tell()
+        out.seek(codes_at)
+        out.write(codes)
+        out.seek(end_of_partition)
+        table[p] = (offset, rows_here, ids_len, meta_len, digest.value, zlib.crc32(codes), docs.value)
+        offset += codes_len + written + ids_len + meta_len
+        largest = max(largest, rows_here)
     header = header_bytes()
     assert len(header) == header_len, "the header's size must not depend on the partition table's values"
     end = out.tell()
@@ -353,16 +393,18 @@ class _Crc32:
         self.value = zlib.crc32(data, self.value)
 
 
-def _write_msgpack_list(out: IO[bytes], digest: _Crc32, items: Iterator, count: int) -> int:
+def _write_msgpack_list(out: IO[bytes], digests: tuple[_Crc32, ...], items: Iterator, count: int) -> int:
     """Write a msgpack array of ``count`` items, one item encoded at a time; returns its length."""
     head = b"\xdd" + struct.pack(">I", count)  # array32: valid for any count
     out.write(head)
-    digest.update(head)
+    for digest in digests:
+        digest.update(head)
     length = len(head)
     for item in items:
         data = _encoder.encode(item)
         out.write(data)
-        digest.update(data)
+        for digest in digests:
+            digest.update(data)
         length += len(data)
     return length
 
@@ -404,21 +446,29 @@ def open_header(data: bytes | memoryview, segment_id: str = "?", *, routing_inde
         header = _header_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise corrupt(f"segment {segment_id}: unreadable header ({exc})", segment=segment_id) from exc
-    if header.format != FORMAT_VERSION:
+    if header.format not in READABLE_FORMATS:
         raise corrupt(f"segment {segment_id}: unsupported partitioned format {header.format}", segment=segment_id)
     return PartitionedSegment(segment_id, header, need, routing_index_min=routing_index_min)
 
 
+def _partition_table(header: PartitionedHeader) -> np.ndarray:
+    if header.format >= 4:
+        return np.frombuffer(header.partitions, dtype=PARTITION_DTYPE)
+    old = np.frombuffer(header.partitions, dtype=_PARTITION_DTYPE_V3)
+    table = np.zeros(len(old), PARTITION_DTYPE)
+    for name in old.dtype.names:
+        table[name] = old[name]
+    return table
+
+
 # -- the open segment -------------------------------------------------------------------------
-class Partition:
-    """One decoded partition: its vectors (read-only view of the fetched bytes) and norms; ids
-    and metadata are decoded on first use."""
+class PartitionDocs:
+    """A partition's ids and metadata, decoded on first use."""
 
-    __slots__ = ("_ids", "_ids_bytes", "_meta", "_meta_bytes", "norms", "number", "start", "vectors")
+    __slots__ = ("_ids", "_ids_bytes", "_meta", "_meta_bytes", "number", "start")
 
-    def __init__(self, number: int, start: int, vectors: np.ndarray, norms: np.ndarray,
-                 ids_bytes: memoryview, meta_bytes: memoryview) -> None:
-        self.number, self.start, self.vectors, self.norms = number, start, vectors, norms
+    def __init__(self, number: int, start: int, ids_bytes: memoryview, meta_bytes: memoryview) -> None:
+        self.number, self.start = number, start
         self._ids_bytes, self._meta_bytes = ids_bytes, meta_bytes
         self._ids: list[str] | None = None
         self._meta: list[dict | None] | None = None
@@ -436,7 +486,44 @@ class Partition:
         return self._meta
 
     def nbytes(self) -> int:
-        return self.vectors.nbytes + self.norms.nbytes + len(self._ids_bytes) + len(self._meta_bytes)
+        return len(self._ids_bytes) + len(self._meta_bytes)
+
+
+class Partition(PartitionDocs):
+    """One decoded partition: its vectors (read-only view of the fetched bytes) and norms, its
+    scan codes (format 4), ids and metadata decoded on first use."""
+
+    __slots__ = ("codes", "norms", "vectors")
+
+    def __init__(self, number: int, start: int, vectors: np.ndarray, norms: np.ndarray,
+                 ids_bytes: memoryview, meta_bytes: memoryview, codes: PartitionCodes | None = None) -> None:
+        super().__init__(number, start, ids_bytes, meta_bytes)
+        self.vectors, self.norms, self.codes = vectors, norms, codes
+
+    def nbytes(self) -> int:
+        codes = 0 if self.codes is None else self.codes.nbytes()
+        return self.vectors.nbytes + self.norms.nbytes + super().nbytes() + codes
+
+
+class PartitionCodes:
+    """A partition's scan codes: one-bit codes as uint64 words, the estimate's A and B per row,
+    and each row's crc32 (views over the fetched bytes)."""
+
+    __slots__ = ("a", "b", "bits", "number", "row_crc", "start")
+
+    def __init__(self, number: int, start: int, view: memoryview, rows: int, width: int) -> None:
+        self.number, self.start = number, start
+        bits_len = rows * width
+        self.bits = np.frombuffer(view[:bits_len], dtype="<u8").reshape(width // 8, rows)   # word-major
+        self.a = np.frombuffer(view[bits_len : bits_len + 4 * rows], dtype="<f4")
+        self.b = np.frombuffer(view[bits_len + 4 * rows : bits_len + 8 * rows], dtype="<f4")
+        self.row_crc = np.frombuffer(view[bits_len + 8 * rows : bits_len + 12 * rows], dtype="<u4")
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def nbytes(self) -> int:
+        return self.bits.nbytes + self.a.nbytes + self.b.nbytes + self.row_crc.nbytes
 
 
 Load = Callable[[Sequence[int]], list[Partition]]
@@ -454,7 +541,11 @@ class PartitionedSegment:
         self.nlist = header.nlist
         self.header_bytes = header_bytes
         self.centroids = np.frombuffer(header.centroids, dtype="<f4").reshape(self.nlist, self.dimension)
-        self.table = np.frombuffer(header.partitions, dtype=PARTITION_DTYPE)
+        self.format = header.format
+        self.table = _partition_table(header)
+        # Scan codes (format 4+): per row, code_width bytes of bits and _CODE_ROW_EXTRA more.
+        self.has_codes = header.format >= 4
+        self.code_width = binary_codes.code_bytes(self.dimension)
         self.id_hashes = np.frombuffer(header.id_hashes, dtype="<u8")
         self.id_rows = np.frombuffer(header.id_rows, dtype="<u4")
         if len(self.table) != self.nlist or len(self.id_hashes) != self.rows or len(self.id_rows) != self.rows:
@@ -477,9 +568,64 @@ class PartitionedSegment:
             self._router.add_items(self.centroids, np.arange(self.nlist))
 
     # -- byte ranges and decoding ---------------------------------------------------------------
+    def codes_length(self, p: int) -> int:
+        return int(self.table[p]["rows"]) * (self.code_width + _CODE_ROW_EXTRA) if self.has_codes else 0
+
     def partition_length(self, p: int) -> int:
         entry = self.table[p]
-        return int(entry["rows"]) * (self.dimension + 1) * 4 + int(entry["ids_len"]) + int(entry["meta_len"])
+        return (self.codes_length(p) + int(entry["rows"]) * (self.dimension + 1) * 4
+                + int(entry["ids_len"]) + int(entry["meta_len"]))
+
+    def codes_ranges(self, partitions: Sequence[int]) -> list[tuple[int, int]]:
+        return [(int(self.table[p]["offset"]), self.codes_length(p)) for p in partitions]
+
+    def docs_ranges(self, partitions: Sequence[int]) -> list[tuple[int, int]]:
+        """(offset, length) of each partition's ids + metadata."""
+        out = []
+        for p in partitions:
+            entry = self.table[p]
+            start = int(entry["offset"]) + self.codes_length(p) + int(entry["rows"]) * (self.dimension + 1) * 4
+            out.append((start, int(entry["ids_len"]) + int(entry["meta_len"])))
+        return out
+
+    def row_ranges(self, rows: Sequence[int]) -> list[tuple[int, int]]:
+        """(offset, length) of the float32 vector of each global row."""
+        rows = np.asarray(rows, dtype=np.int64)
+        owners = self.partition_of(rows)
+        width = self.dimension * 4
+        return [(int(self.table[p]["offset"]) + self.codes_length(p) + (row - int(self.starts[p])) * width, width)
+                for row, p in zip(rows.tolist(), owners.tolist())]
+
+    def decode_codes(self, p: int, data: bytes | memoryview) -> PartitionCodes:
+        """A partition's scan codes from their fetched bytes; CORRUPT if short or damaged."""
+        view = memoryview(data)
+        key = ("codes", int(p))
+        if len(view) != self.codes_length(p) or (key not in self._verified and zlib.crc32(view) != int(self.table[p]["codes_crc32"])):
+            log.error("partition codes checksum mismatch", extra={"segment": self.id, "partition": int(p), "bytes": len(view)})
+            raise corrupt(f"segment {self.id}: codes of partition {p} failed their checksum", segment=self.id, partition=int(p))
+        self._verified.add(key)
+        return PartitionCodes(int(p), int(self.starts[p]), view, int(self.table[p]["rows"]), self.code_width)
+
+    def decode_row(self, row: int, data: bytes | memoryview, codes: PartitionCodes) -> np.ndarray:
+        """A row's float32 vector from its fetched bytes, checked against its crc32 in the codes."""
+        local = row - codes.start
+        if len(data) != self.dimension * 4 or zlib.crc32(data) != int(codes.row_crc[local]):
+            log.error("row checksum mismatch", extra={"segment": self.id, "row": int(row), "bytes": len(data)})
+            raise corrupt(f"segment {self.id}: row {row} failed its checksum", segment=self.id, row=int(row))
+        return np.frombuffer(data, dtype="<f4")
+
+    def decode_docs(self, p: int, data: bytes | memoryview) -> PartitionDocs:
+        """A partition's ids and metadata from their fetched bytes (format 4)."""
+        view = memoryview(data)
+        key = ("docs", int(p))
+        entry = self.table[p]
+        if len(view) != int(entry["ids_len"]) + int(entry["meta_len"]) or (
+                key not in self._verified and zlib.crc32(view) != int(entry["docs_crc32"])):
+            log.error("partition documents checksum mismatch", extra={"segment": self.id, "partition": int(p), "bytes": len(view)})
+            raise corrupt(f"segment {self.id}: documents of partition {p} failed their checksum", segment=self.id, partition=int(p))
+        self._verified.add(key)
+        split = int(entry["ids_len"])
+        return PartitionDocs(int(p), int(self.starts[p]), view[:split], view[split:])
 
     def partition_ranges(self, partitions: Sequence[int]) -> list[tuple[int, int]]:
         return [(int(self.table[p]["offset"]), self.partition_length(p)) for p in partitions]
@@ -492,17 +638,22 @@ class PartitionedSegment:
         """A Partition from its fetched bytes; CORRUPT if they are short or fail the crc32."""
         entry = self.table[p]
         view = memoryview(data)
-        if len(view) != self.partition_length(p) or (p not in self._verified and zlib.crc32(view) != int(entry["crc32"])):
+        skip = self.codes_length(p)
+        if len(view) != self.partition_length(p) or (p not in self._verified and (
+                zlib.crc32(view[skip:]) != int(entry["crc32"])
+                or (skip and zlib.crc32(view[:skip]) != int(entry["codes_crc32"])))):
             log.error("partition checksum mismatch", extra={"segment": self.id, "partition": int(p), "bytes": len(view)})
             raise corrupt(f"segment {self.id}: partition {p} failed its checksum", segment=self.id, partition=int(p))
         self._verified.add(int(p))
+        codes = PartitionCodes(int(p), int(self.starts[p]), view[:skip], int(entry["rows"]), self.code_width) if skip else None
+        view = view[skip:]
         rows = int(entry["rows"])
         vec_len = rows * self.dimension * 4
         vectors = np.frombuffer(view[:vec_len], dtype="<f4").reshape(rows, self.dimension)
         norms = np.frombuffer(view[vec_len : vec_len + rows * 4], dtype="<f4")
         ids_start = vec_len + rows * 4
         ids_end = ids_start + int(entry["ids_len"])
-        return Partition(int(p), int(self.starts[p]), vectors, norms, view[ids_start:ids_end], view[ids_end:])
+        return Partition(int(p), int(self.starts[p]), vectors, norms, view[ids_start:ids_end], view[ids_end:], codes)
 
     def loader(self, fetch: Fetch) -> Load:
         """A Load that fetches the partitions in one ``fetch`` call and verifies each."""
@@ -642,8 +793,9 @@ class PartitionedSegment:
                     break
         return result
 
-    def documents(self, rows: Sequence[int], load: Load) -> tuple[list[str], list[dict | None]]:
-        """(ids, metadata) of global rows, reading only the partitions that hold them."""
+    def documents(self, rows: Sequence[int], load: Callable[[Sequence[int]], Sequence[PartitionDocs]],
+                  include_metadata: bool = True) -> tuple[list[str], list[dict | None]]:
+        """(ids, metadata or None) of global rows, reading only the partitions that hold them."""
         rows_arr = np.asarray(rows, dtype=np.int64)
         owners = self.partition_of(rows_arr)
         needed = sorted(set(owners.tolist()))
@@ -652,7 +804,7 @@ class PartitionedSegment:
         for row, p in zip(rows_arr.tolist(), owners.tolist()):
             part = parts[p]
             ids.append(part.ids[row - part.start])
-            meta.append(part.metadata[row - part.start])
+            meta.append(part.metadata[row - part.start] if include_metadata else None)
         return ids, meta
 
     def delete_rows(self, rows: np.ndarray) -> int:

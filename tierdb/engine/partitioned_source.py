@@ -9,14 +9,17 @@ them with ``locate`` (a hash lookup; a partition is read only to confirm a match
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from . import vectors as vec
 from .filters import Predicate
-from .partitioned import Load, Partition, PartitionedSegment, hash_ids
+from .partitioned import Load, Partition, PartitionDocs, PartitionedSegment, hash_ids
 from .rows import RowSource, SearchResult
+
+DocsLoad = Callable[[Sequence[int]], list[PartitionDocs]]
+VectorsLoad = Callable[[np.ndarray], np.ndarray]
 
 # Rows read per step when a flush, merge or export walks a whole segment.
 WALK_ROWS = 16_384
@@ -46,12 +49,16 @@ class PartitionedSource(RowSource):
     on_access = None
     resident = False
 
-    def __init__(self, segment: PartitionedSegment, load: Load, load_uncached: Load, size_bytes: int) -> None:
+    def __init__(self, segment: PartitionedSegment, load: Load, load_uncached: Load, size_bytes: int,
+                 load_docs: DocsLoad | None = None, load_vectors: VectorsLoad | None = None) -> None:
         super().__init__(segment.metric, segment.dimension)
         self.id = segment.id
         self.segment = segment
         self._load = load
         self._load_uncached = load_uncached
+        # Format 4: documents and single rows are sections of their own (no whole partitions).
+        self._load_docs = load_docs
+        self._load_vectors = load_vectors
         self.size_bytes = size_bytes
         self.ids = _Column(self, "ids")  # type: ignore[assignment]
         self.metadata = _Column(self, "metadata")
@@ -78,6 +85,8 @@ class PartitionedSource(RowSource):
         out = np.empty((len(rows), self.dimension), np.float32)
         if len(rows) == 0:
             return out
+        if self._load_vectors is not None and len(rows) <= WALK_ROWS:
+            return self._load_vectors(rows)
         owners = self.segment.partition_of(rows)
         needed = sorted(set(owners.tolist()))
         parts = dict(zip(needed, self._load(needed)))
@@ -92,10 +101,12 @@ class PartitionedSource(RowSource):
     def row_norms(self) -> np.ndarray:
         raise NotImplementedError("a partitioned segment keeps norms per partition")
 
-    def documents(self, rows: Sequence[int], preloaded: dict[int, Partition] | None = None
-                  ) -> tuple[list[str], list[dict | None]]:
+    def documents(self, rows: Sequence[int], preloaded: dict[int, Partition] | None = None,
+                  include_metadata: bool = True) -> tuple[list[str], list[dict | None]]:
         """(ids, metadata) of rows; partitions in ``preloaded`` (a query's) are not read again."""
-        return self.segment.documents(rows, self._with(preloaded))
+        if self._load_docs is not None and not preloaded:
+            return self.segment.documents(rows, self._load_docs, include_metadata)
+        return self.segment.documents(rows, self._with(preloaded), include_metadata)
 
     def _with(self, preloaded: dict[int, Partition] | None) -> Load:
         if not preloaded:
@@ -160,7 +171,7 @@ class PartitionedSource(RowSource):
             return result
         every = np.array([r for rows in candidates.values() for r in rows], np.int64)
         needed = sorted(set(segment.partition_of(every).tolist()))
-        parts = dict(zip(needed, self._load(needed)))
+        parts = dict(zip(needed, (self._load_docs or self._load)(needed)))
         for n, rows in candidates.items():
             for row in rows:
                 part = parts[int(segment.partition_of(np.array([row]))[0])]

@@ -183,10 +183,13 @@ class ReadsMixin(PartitionAccessMixin):
             if partitioned and predicate is None:
                 # the nprobe nearest partitions over every segment, read in one round of GETs
                 routes = self._centroid_table(partitioned).route(queries, probe, self.spec.metric)
-                wanted = [(src.segment, np.unique(np.concatenate(per_query)).tolist())
-                          for src, per_query in zip(partitioned, routes)]
                 probed = min(probe, total_nlist)
-                for src, per_query, (_, numbers), parts in zip(partitioned, routes, wanted, self._load_partitions(wanted)):
+                coded = [(src, per_query) for src, per_query in zip(partitioned, routes) if src.segment.has_codes]
+                if coded:
+                    found.extend(self._search_coded(queries, k, coded))
+                legacy = [(src, per_query) for src, per_query in zip(partitioned, routes) if not src.segment.has_codes]
+                wanted = [(src.segment, np.unique(np.concatenate(per_query)).tolist()) for src, per_query in legacy]
+                for (src, per_query), (_, numbers), parts in zip(legacy, wanted, self._load_partitions(wanted) if wanted else []):
                     if numbers:
                         scanned[id(src)] = dict(zip(numbers, parts))
                         found.append((src, src.search_routed(queries, k, per_query, scanned[id(src)])))
@@ -255,7 +258,7 @@ def _hit_documents(hits: list[tuple[RowSource, int, float]], include_metadata: b
         else:
             out.append((src.ids[row], src.metadata[row] if include_metadata else None))
     for src, positions in batched.values():
-        ids, metadata = src.documents([hits[i][1] for i in positions], scanned.get(id(src)))
+        ids, metadata = src.documents([hits[i][1] for i in positions], scanned.get(id(src)), include_metadata)
         for i, doc_id, md in zip(positions, ids, metadata):
             out[i] = (doc_id, md if include_metadata else None)
     return out

@@ -136,16 +136,22 @@ class DiskCachedStore(WrapperStore):
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def cached_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes | None]:
-        """Each ``(start, end)`` range of ``key`` that the cache holds (from the whole object or
-        that exact range), else None, read with one thread hop and one lookup of the object:
-        a query reading a hundred partitions of one segment pays one lookup, not a hundred.
-        Misses are left to ``get_range`` (which counts them)."""
+    async def cached_ranges(self, key: str, ranges: list[tuple[int, int]],
+                            containers: list[tuple[int, int]] | None = None) -> list[bytes | None]:
+        """Each ``(start, end)`` range of ``key`` that the cache holds (from the whole object, that
+        exact range, or the cached range ``containers[i]`` enclosing it), else None, read with one
+        thread hop and one transaction: a query reading a hundred partitions (or a few hundred rows
+        of them) of one segment pays one lookup, not a hundred.  Misses are left to ``get_range``
+        (which counts them)."""
         if not ranges or not self._cacheable(key):
             return [None] * len(ranges)
+        if self._filling:   # a range (or the one enclosing it) being filled is about to be a hit
+            pending = [task for r in (*ranges, *(containers or ())) if (task := self._filling.get((key, *r)))]
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
         try:
             cache = await self._open()
-            found = await asyncio.to_thread(self._cached_ranges_sync, cache, key, ranges)
+            found = await asyncio.to_thread(self._cached_ranges_sync, cache, key, ranges, containers)
         except Exception:
             logger.warning("disk cache read failed; reading from the store", exc_info=True,
                            extra={"key": key, "ranges": len(ranges), "cache_dir": self.directory})
@@ -156,21 +162,35 @@ class DiskCachedStore(WrapperStore):
         return found
 
     @staticmethod
-    def _cached_ranges_sync(cache: diskcache.Cache, key: str, ranges: list[tuple[int, int]]) -> list[bytes | None]:
+    def _cached_ranges_sync(cache: diskcache.Cache, key: str, ranges: list[tuple[int, int]],
+                            containers: list[tuple[int, int]] | None = None) -> list[bytes | None]:
         # One transaction: with LRU eviction every read also writes its access time.
-        with cache.transact():
-            whole = cache.get(key, None, read=True)
-            if whole is None:
-                return [cache.get((key, start, end), None) for start, end in ranges]
-        out: list[bytes | None] = []
-        if isinstance(whole, bytes):
-            return [whole[start:end] if end <= len(whole) else None for start, end in ranges]
-        with whole:
-            for start, end in ranges:
-                whole.seek(start)
-                data = whole.read(end - start)
-                out.append(data if len(data) == end - start else None)  # short: let get_range say why
-        return out
+        opened: dict[tuple[int, int], object] = {}
+        try:
+            with cache.transact():
+                whole = cache.get(key, None, read=True)
+                if whole is not None:
+                    return _slices(whole, 0, ranges)
+                out: list[bytes | None] = []
+                for i, (start, end) in enumerate(ranges):
+                    # The enclosing range first: warm-up caches whole partitions, and many of a
+                    # query's ranges fall in the same one (opened once).
+                    data = None
+                    outer = containers[i] if containers is not None else None
+                    if outer is not None and outer != (start, end) and outer[0] <= start and end <= outer[1]:
+                        if outer not in opened:
+                            opened[outer] = cache.get((key, *outer), None, read=True)
+                        held = opened[outer]
+                        if held is not None:
+                            (data,) = _slices(held, outer[0], [(start, end)], close=False)
+                    if data is None:
+                        data = cache.get((key, start, end), None)
+                    out.append(data)
+                return out
+        finally:
+            for held in opened.values():
+                if held is not None and not isinstance(held, bytes):
+                    held.close()  # type: ignore[attr-defined]
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         data = bytes(data)  # the cache must hold (and give back) bytes, not a caller's buffer
@@ -334,3 +354,20 @@ class DiskCachedStore(WrapperStore):
             self._evictions += n
         if self._on_event is not None:
             self._on_event(kind, n)
+
+
+def _slices(held: bytes | object, base: int, ranges: list[tuple[int, int]], *, close: bool = True) -> list[bytes | None]:
+    """``ranges`` (absolute offsets) out of a cached value that starts at offset ``base``: bytes,
+    or a file handle (diskcache keeps large values in files) that is closed after unless told."""
+    if isinstance(held, bytes):
+        return [held[start - base : end - base] if end - base <= len(held) else None for start, end in ranges]
+    out: list[bytes | None] = []
+    try:
+        for start, end in ranges:
+            held.seek(start - base)  # type: ignore[attr-defined]
+            data = held.read(end - start)  # type: ignore[attr-defined]
+            out.append(data if len(data) == end - start else None)  # short: let get_range say why
+    finally:
+        if close:
+            held.close()  # type: ignore[attr-defined]
+    return out
