@@ -3,7 +3,7 @@
 ``configure_logging(settings.log)`` installs one handler on the root logger (stderr, plus an
 optional rotating file).  Every record gets ``request_id`` and ``collection`` from the current
 request context, so engine code logs plain ``logger.info(...)`` and still lands in the right
-request.  ``RequestContextMiddleware`` creates that context for each HTTP request.
+request.  ``tierdb.api.middleware.RequestMiddleware`` creates that context for each HTTP request.
 
 JSON line fields: timestamp, level, logger, message, request_id, collection, duration_ms,
 any ``extra={...}`` fields, and ``exception`` (the formatted traceback) when there is one.
@@ -16,10 +16,9 @@ import logging.handlers
 import re
 import secrets
 import sys
-import time
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -31,8 +30,6 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 request_id_var: ContextVar[str | None] = ContextVar("tierdb_request_id", default=None)
 collection_var: ContextVar[str | None] = ContextVar("tierdb_collection", default=None)
-
-access_logger = logging.getLogger("tierdb.access")
 
 # Third-party loggers that are chatty at INFO (apscheduler logs every job it adds and runs).
 _QUIET_LOGGERS = ("apscheduler",)
@@ -78,73 +75,6 @@ def request_id_for_scope(scope: dict[str, Any]) -> str:
         request_id = incoming or new_request_id()
         scope[_REQUEST_ID_SCOPE_KEY] = request_id
     return request_id
-
-
-async def add_request_id_header(message: dict[str, Any], scope: dict[str, Any]) -> None:
-    """A before-send hook: echo the request id on every HTTP response, routed or not."""
-    if message["type"] == "http.response.start" and scope.get("type") == "http":
-        headers = list(message.get("headers", ()))
-        headers.append((REQUEST_ID_HEADER.encode(), request_id_for_scope(scope).encode()))
-        message["headers"] = headers
-
-
-class RequestContextMiddleware:
-    """ASGI middleware: binds request_id/collection to the context and writes the access log."""
-
-    def __init__(
-        self,
-        app: Any,
-        access_log: bool = True,
-        on_complete: Callable[[dict[str, Any], int, float], None] | None = None,
-    ) -> None:
-        self.app = app
-        self.access_log = access_log
-        self.on_complete = on_complete  # (scope, status, seconds), e.g. request metrics
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_token = request_id_var.set(request_id_for_scope(scope))
-        path_params = scope.get("path_params")
-        collection_token = collection_var.set(path_params.get("name") if path_params else None)
-        status = 500
-        start = time.perf_counter()
-
-        async def send_with_status(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            elapsed = time.perf_counter() - start
-            if self.on_complete is not None:
-                self.on_complete(scope, status, elapsed)
-            if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                _log_access(scope, status, elapsed)
-            collection_var.reset(collection_token)
-            request_id_var.reset(request_token)
-
-
-def _log_access(scope: dict[str, Any], status: int, seconds: float) -> None:
-    if not access_logger.isEnabledFor(logging.INFO):
-        return
-    access_logger.info(
-        "%s %s %d",
-        scope["method"],
-        scope["path"],
-        status,
-        extra={
-            "duration_ms": round(seconds * 1000, 3),
-            "method": scope["method"],
-            "path": scope["path"],
-            "route": scope.get("path_template", ""),
-            "status": status,
-        },
-    )
 
 
 # -- formatting --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""BodyReadTimeoutMiddleware against a real uvicorn server in this process: a body that has
+"""The body deadline of the API's request middleware against a real uvicorn server in this process: a body that has
 fully arrived when the request starts is read without a deadline (no timer per request); one
 still arriving gets the deadline."""
 
@@ -10,8 +10,9 @@ import httpx
 import uvicorn
 
 from tests.server_process import free_port
-from tierdb.api import slow_clients
-from tierdb.api.slow_clients import BodyReadTimeoutMiddleware, IdleClosingH11Protocol
+from tierdb.api import middleware, slow_clients
+from tierdb.api.middleware import RequestMiddleware
+from tierdb.api.slow_clients import IdleClosingH11Protocol
 
 
 async def _echo(scope, receive, send, entered: asyncio.Event) -> None:
@@ -32,20 +33,20 @@ async def _echo(scope, receive, send, entered: asyncio.Event) -> None:
 
 async def test_deadline_only_for_bodies_still_arriving(monkeypatch) -> None:
     deadlines = []
-    original = BodyReadTimeoutMiddleware._with_deadline
+    original = slow_clients.with_body_deadline
 
-    def counted(self, scope, receive):
+    def counted(scope, receive, timeout_secs):
         deadlines.append(scope["path"])
-        return original(self, scope, receive)
+        return original(scope, receive, timeout_secs)
 
-    monkeypatch.setattr(BodyReadTimeoutMiddleware, "_with_deadline", counted)
+    monkeypatch.setattr(middleware, "with_body_deadline", counted)
     entered = asyncio.Event()
 
     async def app(scope, receive, send):
         await _echo(scope, receive, send, entered)
 
     port = free_port()
-    config = uvicorn.Config(BodyReadTimeoutMiddleware(app, timeout_secs=60), host="127.0.0.1", port=port,
+    config = uvicorn.Config(RequestMiddleware(app, body_read_timeout_secs=60), host="127.0.0.1", port=port,
                             http=IdleClosingH11Protocol, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

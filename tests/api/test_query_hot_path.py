@@ -171,3 +171,85 @@ def test_a_flat_body_with_many_strings_still_gets_the_exact_answer() -> None:
     codec.check_unique_json_keys(unique, msgspec.json.decode(unique, type=GetManyRequest), 32)
     with pytest.raises(TierDBError, match="duplicate key 'ids'"):
         codec.check_unique_json_keys(repeated, msgspec.json.decode(repeated, type=GetManyRequest), 32)
+
+
+# -- one middleware layer, a response that sends itself, float32 straight from the body --------
+
+
+def test_one_middleware_layer_per_request(data_dir) -> None:
+    """Request context, body deadline, metrics and access log are one ASGI call, not a stack."""
+    from tierdb.api.middleware import RequestMiddleware
+
+    app = create_app(make_settings(data_dir))
+    assert [m.middleware for m in app.middleware] == [RequestMiddleware]
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/msgpack"])
+async def test_the_query_response_sends_itself(client: Client, monkeypatch, accept: str) -> None:
+    """No Litestar ASGIResponse is built for a query answer; the messages stay the same."""
+    import litestar.response.base
+
+    await seeded(client, n=4)
+
+    def no_asgi_response(*_, **__):
+        raise AssertionError("built a generic ASGIResponse")
+
+    monkeypatch.setattr(litestar.response.base.ASGIResponse, "__init__", no_asgi_response)
+    response = await client.post("/v1/collections/docs/query", json={"vector": unit(0), "k": 2},
+                                 headers={"accept": accept, "x-request-id": "hot-1"})
+    assert response.status_code == 200, response.text
+    assert sorted(response.headers.keys()) == ["content-length", "content-type", "x-request-id"]
+    assert response.headers["content-type"] == accept
+    assert response.headers["x-request-id"] == "hot-1"
+    assert int(response.headers["content-length"]) == len(response.content)
+    decode = msgspec.json.decode if accept == "application/json" else msgspec.msgpack.decode
+    assert [hit["id"] for hit in decode(response.content)["results"]] == ["d0", "d1"]
+
+
+def test_query_matrix_is_numpys_float32_conversion_without_it(monkeypatch) -> None:
+    """Packed straight into float32: bit for bit numpy's rounding, without numpy's list
+    conversion unless a value is beyond float32 (then the error names the row as before)."""
+    import numpy as np
+
+    from tierdb.api import validation
+
+    rng = random.Random(7)
+    edge = [0.0, -0.0, 1, -3, 1e-45, 1.4e-45, 7e-46, 1e-40, 3.4e17, -1e17, 0.1, 1 / 3,
+            16777217.0, 2.0**-149, 2.0**-150]
+    rows = [[rng.uniform(-2, 2) * 10.0 ** rng.randint(-45, 15) for _ in range(16)] for _ in range(50)]
+    rows.append(edge + [0.5])
+    expected = [np.array(rows, dtype=np.float32), np.array(rows[:1], dtype=np.float32)]
+
+    class NoListConversion:
+        def __getattr__(self, name):
+            if name == "array":
+                raise AssertionError("numpy converted the list")
+            return getattr(np, name)
+
+    monkeypatch.setattr(validation, "np", NoListConversion())
+    for want, got in zip(expected, (validation.query_matrix(rows, 16, str), validation.query_matrix(rows[:1], 16, str))):
+        assert got.array.dtype == np.float32 and got.array.shape == want.shape and got.array.flags.writeable
+        assert got.array.tobytes() == want.tobytes()
+    monkeypatch.undo()
+    with pytest.raises(TierDBError, match=r"vectors\[1\] contains NaN, infinity or a value outside"):
+        validation.query_matrix([[0.0] * 16, [0.0] * 15 + [4e38]], 16, lambda i: f"vectors[{i}]")
+
+
+async def test_query_metrics_are_bound_once_per_collection(client: Client, monkeypatch) -> None:
+    from tierdb import metrics
+
+    await seeded(client, n=4)
+    calls = []
+    original = metrics.QUERIES.labels
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metrics.QUERIES, "labels", counted)
+    before = metrics.QUERIES.labels(collection="docs")._value.get()
+    for _ in range(3):
+        response = await client.post("/v1/collections/docs/query", json={"vector": unit(0), "k": 1})
+        assert response.status_code == 200, response.text
+    assert len(calls) <= 2  # the read of `before`, and at most one bind
+    assert original(collection="docs")._value.get() == before + 3

@@ -19,15 +19,13 @@ from litestar.routes import HTTPRoute
 
 from ..config import Settings
 from ..node import Engine
-from ..logging_setup import RequestContextMiddleware, add_request_id_header
 from .auth import SETTINGS_STATE_KEY, log_security_mode
 from .controllers import ROUTE_HANDLERS
 from .controllers.admin import add_admin_schemas
 from .errors import EXCEPTION_HANDLERS
 from .lifecycle import HOST_STATE_KEY, EngineHost
-from .middleware import observe_request
+from .middleware import RequestMiddleware, before_send
 from .openapi import add_request_schemas, openapi_config, union_responses_as_any_of
-from .slow_clients import BodyReadTimeoutMiddleware
 
 
 def _lifespan(host: EngineHost) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
@@ -87,13 +85,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         # read by the auth guards (auth.py) and by the query route, which skips dependency injection
         state=State({SETTINGS_STATE_KEY: settings, HOST_STATE_KEY: host}),
         exception_handlers=EXCEPTION_HANDLERS,
+        # one layer: request context, body deadline, metrics, access log (middleware.py); the
+        # before-send hook echoes the request id and notes the status for it
         middleware=[
             DefineMiddleware(
-                RequestContextMiddleware, access_log=settings.log.access_log, on_complete=observe_request
+                RequestMiddleware,
+                access_log=settings.log.access_log,
+                body_read_timeout_secs=settings.server.body_read_timeout_secs,
             ),
-            DefineMiddleware(BodyReadTimeoutMiddleware, timeout_secs=settings.server.body_read_timeout_secs),
         ],
-        before_send=[add_request_id_header],
+        before_send=[before_send],
         openapi_config=openapi_config(),
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,

@@ -270,8 +270,44 @@ def encode_json(payload: Any) -> bytes:
     return _json_encoder.encode(payload)
 
 
+class EncodedResponse(Response[bytes]):
+    """A response whose body ``respond`` has already encoded, and that sends itself: Litestar's
+    generic path (``to_asgi_response`` building an ``ASGIResponse`` with its header objects)
+    costs more than the encoding on the hot query route.  The messages are the same: status,
+    ``content-type`` and ``content-length``, then the body.  Route-level headers, cookies or a
+    background task (none is declared today) take Litestar's generic path."""
+
+    def __init__(self, body: bytes, media_type: str, status_code: int) -> None:
+        # Response.__init__'s attributes, set directly (it normalises arguments we never pass)
+        self.content = body
+        self.media_type = media_type
+        self.status_code = status_code
+        self.background = None
+        self.cookies = []
+        self.headers = {}
+        self.encoding = "utf-8"
+        self.response_type_encoders = {}
+
+    def to_asgi_response(self, app: Any, request: Request[Any, Any, Any], **kwargs: Any) -> Any:
+        if kwargs.get("background") is not None or kwargs.get("cookies") or kwargs.get("headers"):
+            return super().to_asgi_response(app, request, **kwargs)
+        return self
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = self.content
+        await send({
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": [(b"content-type", _MEDIA_TYPE_BYTES[self.media_type]), (b"content-length", b"%d" % len(body))],
+        })
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+_MEDIA_TYPE_BYTES = {JSON: JSON.encode(), MSGPACK: MSGPACK.encode()}
+
+
 def respond(request: Request[Any, Any, Any], payload: Any, status_code: int = 200) -> Response[Any]:
     """Encode ``payload`` as msgpack when the client asks for it, else as JSON."""
     if wants_msgpack(request):
-        return Response(_msgpack_encoder.encode(payload), media_type=MSGPACK, status_code=status_code)
-    return Response(_json_encoder.encode(payload), media_type=JSON, status_code=status_code)
+        return EncodedResponse(_msgpack_encoder.encode(payload), MSGPACK, status_code)
+    return EncodedResponse(_json_encoder.encode(payload), JSON, status_code)

@@ -5,8 +5,9 @@ sends a request: a client announcing ``Content-Length: 1000000`` and then stayin
 hold its connection (and a request task) forever, and a few hundred such clients exhaust the
 server.  Three settings bound them:
 
-- ``server.body_read_timeout_secs``: ``BodyReadTimeoutMiddleware`` gives each request this long,
-  from its start, to deliver its whole body.  Past the deadline reading the body raises
+- ``server.body_read_timeout_secs``: ``with_body_deadline`` (applied by the API's one request
+  middleware, tierdb/api/middleware.py) gives each request this long, from its start, to
+  deliver its whole body.  Past the deadline reading the body raises
   ``BodyReadTimeout``: a 408 that errors.py renders as ``{"error": "timeout", ...}`` with
   ``Connection: close``, so uvicorn drops the connection and the unread rest of the body.
 - ``server.keep_alive_timeout_secs``: ``IdleClosingH11Protocol`` closes a new connection that
@@ -21,7 +22,7 @@ import logging
 from typing import Any
 
 from litestar.exceptions import HTTPException
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import Receive, Scope
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("tierdb.api")
@@ -47,50 +48,40 @@ def body_already_received(receive: Receive) -> bool:
     return isinstance(event, asyncio.Event) and event.is_set()
 
 
-class BodyReadTimeoutMiddleware:
-    """Raises ``BodyReadTimeout`` when the request body is not complete ``timeout_secs`` after
-    the request started (a deadline for the whole body, so trickling bytes does not extend it)."""
+def with_body_deadline(scope: Scope, receive: Receive, timeout_secs: float) -> Receive:
+    """``receive`` that raises ``BodyReadTimeout`` when the request body is not complete
+    ``timeout_secs`` after this call (a deadline for the whole body, so trickling bytes does not
+    extend it).  Applied by ``tierdb.api.middleware.RequestMiddleware`` to every request whose
+    body has not fully arrived (``body_already_received``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_secs
+    body_complete = False
 
-    def __init__(self, app: ASGIApp, timeout_secs: float) -> None:
-        self.app = app
-        self.timeout_secs = timeout_secs
+    async def receive_before_deadline() -> Any:
+        nonlocal body_complete
+        if body_complete:  # later reads only wait for a disconnect: no deadline
+            return await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            log.warning(
+                "request body not received in time; closing the connection",
+                extra={"method": scope.get("method"), "path": scope.get("path"),
+                       "body_read_timeout_secs": timeout_secs},
+            )
+            raise BodyReadTimeout(
+                detail=(
+                    f"the request body was not received within {timeout_secs:g} seconds "
+                    "(server.body_read_timeout_secs)"
+                ),
+                headers={"connection": "close"},
+            ) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_complete = True
+        return message
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or body_already_received(receive):
-            await self.app(scope, receive, send)
-            return
-        await self.app(scope, self._with_deadline(scope, receive), send)  # type: ignore[arg-type]
-
-    def _with_deadline(self, scope: Scope, receive: Receive) -> Receive:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_secs
-        body_complete = False
-
-        async def receive_before_deadline() -> Any:
-            nonlocal body_complete
-            if body_complete:  # later reads only wait for a disconnect: no deadline
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                log.warning(
-                    "request body not received in time; closing the connection",
-                    extra={"method": scope.get("method"), "path": scope.get("path"),
-                           "body_read_timeout_secs": self.timeout_secs},
-                )
-                raise BodyReadTimeout(
-                    detail=(
-                        f"the request body was not received within {self.timeout_secs:g} seconds "
-                        "(server.body_read_timeout_secs)"
-                    ),
-                    headers={"connection": "close"},
-                ) from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_complete = True
-            return message
-
-        return receive_before_deadline
+    return receive_before_deadline  # type: ignore[return-value]
 
 
 class IdleClosingH11Protocol(H11Protocol):

@@ -139,9 +139,15 @@ class ReadsMixin(PartitionAccessMixin):
             table = self._centroids = CentroidTable(partitioned)
         return table
 
+    _query_series: tuple[Any, Any] | None = None  # (queries counter, query latency) children, bound once
+
     def _observe_query(self, n_vectors: int, started: float) -> None:
-        metrics.QUERIES.labels(collection=self.name).inc(n_vectors)
-        metrics.OPERATION_SECONDS.labels(collection=self.name, op="query").observe(time.perf_counter() - started)
+        series = self._query_series
+        if series is None:  # labels() validates and hashes per call; a dropped collection is closed first
+            series = self._query_series = (metrics.QUERIES.labels(collection=self.name),
+                                           metrics.OPERATION_SECONDS.labels(collection=self.name, op="query"))
+        series[0].inc(n_vectors)
+        series[1].observe(time.perf_counter() - started)
 
     def _query_now(self, queries, k, include_metadata, include_vector, ef) -> list[list[Hit]] | None:
         """The unfiltered single-vector query answered in this thread without waiting, or None
