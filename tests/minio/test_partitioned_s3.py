@@ -169,3 +169,43 @@ async def test_merges_stop_at_the_segment_size_cap(make_settings):
         assert sum(ref.rows for ref in coll.manifest.segments) == 800 == coll.count()
     finally:
         await node.close()
+
+
+async def test_a_cold_query_reads_codes_rows_and_documents_not_whole_partitions(make_settings):
+    """Format 4: the first query of a node with empty caches reads its probed partitions' codes,
+    its candidates' rows and its hits' documents, a fraction of the partitions' bytes, and
+    answers exactly as the node that wrote the data."""
+    dim, nprobe = 256, 8
+
+    def node(name: str):
+        return make_settings(name, policy="s3_only",
+                             partitions=PartitionsSettings(rows_per_partition=100, nprobe=nprobe, rerank=40),
+                             cache=CacheSettings(ram_bytes=64_000, disk_bytes=50_000_000))
+
+    writer = await started(node("a"))
+    await writer.create_collection(CollectionSpec(name="docs", dimension=dim, tiering_policy="s3_only"))
+    coll = writer.get_collection("docs")
+    data = np.random.default_rng(3).standard_normal((3000, dim)).astype(np.float32)
+    await coll.upsert([f"d{i}" for i in range(3000)], data, [{"i": i} for i in range(3000)])
+    await coll.flush(force=True)
+    (source,) = coll.segments
+    assert source.segment.has_codes and source.nlist >= 20
+    queries = data[[5, 1234]] + 0.01
+    expected = [[(h.id, h.metadata) for h in per] for per in await coll.query(queries[:1], k=10, include_metadata=True)]
+    assert expected[0][0] == ("d5", {"i": 5})
+    await writer.close()
+
+    cold = await started(node("b"))
+    try:
+        coll = cold.get_collection("docs")
+        (source,) = coll.segments
+        probed = source.segment.route(queries[:1], nprobe)[0]
+        whole = sum(length for _, length in source.segment.partition_ranges(probed.tolist()))
+        before = fetched_bytes("docs")
+        hits = await coll.query(queries[:1], k=10, include_metadata=True)
+        read = fetched_bytes("docs") - before
+        assert [[(h.id, h.metadata) for h in per] for per in hits] == expected
+        assert 0 < read < whole / 4, (read, whole)
+        assert read >= 40 * dim * 4          # the candidates' exact rows were read
+    finally:
+        await cold.close()

@@ -307,3 +307,31 @@ async def test_cached_ranges_are_read_in_one_lookup_and_misses_are_left_to_get_r
     assert h.events == [("hit", 2), ("hit", 1)]
     assert h.inner_gets(seg("whole")) == 1            # no request to the store behind it
     await h.store.close()
+
+
+@pytest.mark.parametrize("size", [300, 100_000])   # kept in SQLite / in a file by diskcache
+async def test_cached_ranges_serve_sub_ranges_of_a_cached_enclosing_range(tmp_path, size):
+    """A partition cached whole (warm-up) serves its codes, rows and documents, which are read
+    as sub-ranges of it; a sub-range whose enclosing range is not cached is a miss."""
+    h = Harness(tmp_path)
+    data = os.urandom(3 * size)
+    await h.inner.inner.put(seg("s"), data)
+    await h.store.get_range(seg("s"), size, 2 * size)          # the middle "partition" only
+    await h.store.fills_done()
+    gets = range_gets(h, seg("s"))
+    inside = [(size + 7, size + 40), (2 * size - 9, 2 * size)]
+    found = await h.store.cached_ranges(seg("s"), [*inside, (5, 9)],
+                                        [(size, 2 * size), (size, 2 * size), (0, size)])
+    assert found == [data[size + 7 : size + 40], data[2 * size - 9 : 2 * size], None]
+    assert await h.store.cached_ranges(seg("s"), inside) == [None, None]   # no container named: exact only
+    assert range_gets(h, seg("s")) == gets                       # nothing read from the store behind
+    await h.store.close()
+
+
+async def test_cached_ranges_wait_for_the_fill_of_the_enclosing_range(tmp_path):
+    h = Harness(tmp_path)
+    data = os.urandom(100_000)
+    await h.inner.inner.put(seg("s"), data)
+    await h.store.get_range(seg("s"), 0, 50_000)   # its fill runs in the background
+    assert await h.store.cached_ranges(seg("s"), [(10, 20)], [(0, 50_000)]) == [data[10:20]]
+    await h.store.close()
