@@ -19,10 +19,27 @@ estimate only picks candidates: the final distances are exact, from the float32 
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 # 4-bit query quantisation loses almost nothing against a float query (RaBitQ's choice).
 QUERY_BITS = 4
+# A scan of this many rows or more is split over the cores (a query's CPU time is mostly this).
+_SPLIT_ROWS = 32_768
+_SCAN_THREADS = min(4, os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _scan_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_SCAN_THREADS, thread_name_prefix="tierdb-scan")
+        return _pool
 
 
 def words(dimension: int) -> int:
@@ -96,7 +113,16 @@ class QueryCode:
         self.offset = np.float32(-float(query.sum(dtype=np.float64)) / root)
 
     def dots(self, codes: np.ndarray) -> np.ndarray:
-        """Estimated <q, b> for each row of ``codes`` (uint64 (words, n), word-major)."""
+        """Estimated <q, b> for each row of ``codes`` (uint64 (words, n), word-major).  A long
+        scan is split over the scan threads (numpy releases the GIL in these loops)."""
+        n = codes.shape[1]
+        if n >= _SPLIT_ROWS and _SCAN_THREADS > 1:
+            bounds = np.linspace(0, n, _SCAN_THREADS + 1).astype(int)
+            parts = [_scan_pool().submit(self._dots, codes[:, lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+            return np.concatenate([part.result() for part in parts])
+        return self._dots(codes)
+
+    def _dots(self, codes: np.ndarray) -> np.ndarray:
         n = codes.shape[1]
         out = np.full(n, self.offset, np.float32)
         word = np.empty(n, np.uint64)

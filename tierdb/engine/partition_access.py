@@ -38,6 +38,11 @@ _SECTIONS: dict[str, tuple[Callable[[PartitionedSegment, Sequence[int]], list[tu
 _DECODE_INLINE_BYTES = 256 * 1024
 
 
+def _spans(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(offset, length) pairs as the (start, end) pairs the disk cache takes."""
+    return [(offset, offset + length) for offset, length in ranges]
+
+
 def _section_of(whole: Partition | None, kind: str) -> Any:
     """The codes or documents of a whole partition held in RAM (None if it has no codes)."""
     if whole is None:
@@ -137,18 +142,17 @@ class PartitionAccessMixin(CollectionState):
         missing: list[tuple[int, int, PartitionedSegment, int]] = []    # (request, position, segment, partition)
         lru = self._partition_cache
         for n, (segment, numbers) in enumerate(wanted):
-            row: list[Any] = []
-            for i, p in enumerate(numbers):
-                part = None
-                if cached and kind == PARTITION:
-                    part = lru.get((self.name, segment.id, int(p)))
-                elif cached:
-                    part = _section_of(lru.peek((self.name, segment.id, int(p))), kind)
-                    if part is None:
-                        part = lru.get((self.name, segment.id, int(p), kind))
-                if part is None:
-                    missing.append((n, i, segment, int(p)))
-                row.append(part)
+            numbers = [int(p) for p in numbers]
+            row: list[Any] = [None] * len(numbers)
+            if cached and kind == PARTITION:
+                row = lru.get_many([(self.name, segment.id, p) for p in numbers])
+            elif cached:   # a whole partition in RAM serves its sections
+                row = [_section_of(whole, kind) for whole in
+                       lru.get_many([(self.name, segment.id, p) for p in numbers], count=False)]
+                absent = [i for i, part in enumerate(row) if part is None]
+                for i, part in zip(absent, lru.get_many([(self.name, segment.id, numbers[i], kind) for i in absent])):
+                    row[i] = part
+            missing.extend((n, i, segment, p) for i, (p, part) in enumerate(zip(numbers, row)) if part is None)
             found.append(row)
         if missing:
             decoded = self._fetch_sections(kind, [(segment, p) for _, _, segment, p in missing])
@@ -193,12 +197,27 @@ class PartitionAccessMixin(CollectionState):
         pending: list[tuple[int, int, PartitionedSegment, int, PartitionCodes]] = []   # (request, position, segment, row, codes)
         for n, (segment, rows, codes) in enumerate(wanted):
             owners = segment.partition_of(rows)
-            for i, (row, p) in enumerate(zip(rows.tolist(), owners.tolist())):
-                whole = self._partition_cache.peek((self.name, segment.id, p))
+            wholes = self._partition_cache.get_many([(self.name, segment.id, p) for p in owners.tolist()], count=False)
+            for i, (row, p, whole) in enumerate(zip(rows.tolist(), owners.tolist(), wholes)):
                 if whole is not None:
                     out[n][i] = whole.vectors[row - whole.start]
                 else:
                     pending.append((n, i, segment, row, codes[p]))
+        read_files = getattr(self.store, "read_known_files", None)   # the s3_only disk cache
+        if pending and read_files is not None:   # straight from cached files, in this thread
+            rest = []
+            for segment in {id(s): s for _, _, s, _, _ in pending}.values():
+                mine = [item for item in pending if item[2] is segment]
+                rows = [row for _, _, _, row, _ in mine]
+                parts = segment.partition_of(np.asarray(rows, np.int64)).tolist()
+                datas = read_files(keys.segment_key(self.name, segment.id), _spans(segment.row_ranges(rows)),
+                                   _spans(segment.partition_ranges(parts)))
+                for (n, i, _, row, codes), data in zip(mine, datas):
+                    if data is None:
+                        rest.append((n, i, segment, row, codes))
+                    else:
+                        out[n][i] = segment.decode_row(row, data, codes)
+            pending = rest
         if not pending:
             return out
 
@@ -232,9 +251,7 @@ class PartitionAccessMixin(CollectionState):
         cached_ranges = getattr(self.store, "cached_ranges", None)   # the s3_only disk cache
         if cached_ranges is None:
             return [None] * len(ranges)
-        return await cached_ranges(keys.segment_key(self.name, segment.id),
-                                   [(offset, offset + length) for offset, length in ranges],
-                                   [(offset, offset + length) for offset, length in containers])
+        return await cached_ranges(keys.segment_key(self.name, segment.id), _spans(ranges), _spans(containers))
 
     def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``make()`` on the collection's event loop from a worker thread; its result."""

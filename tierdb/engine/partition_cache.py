@@ -25,7 +25,7 @@ Entry = Partition | PartitionCodes | PartitionDocs
 class PartitionCache(Protocol):
     def get(self, key: Key) -> Entry | None: ...
 
-    def peek(self, key: Key) -> Entry | None: ...
+    def get_many(self, keys: list[Key], *, count: bool = True) -> list[Entry | None]: ...
 
     def put(self, key: Key, partition: Entry) -> None: ...
 
@@ -40,8 +40,8 @@ class NoPartitionCache:
     def get(self, key: Key) -> Entry | None:
         return None
 
-    def peek(self, key: Key) -> Entry | None:
-        return None
+    def get_many(self, keys: list[Key], *, count: bool = True) -> list[Entry | None]:
+        return [None] * len(keys)
 
     def put(self, key: Key, partition: Entry) -> None:
         pass
@@ -69,14 +69,31 @@ class PartitionLru:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def peek(self, key: Key) -> Entry | None:
-        """Like ``get`` but not counted as a hit or miss: an opportunistic look (is the whole
-        partition here, to serve one of its sections?)."""
+    def get_many(self, keys: list[Key], *, count: bool = True) -> list[Entry | None]:
+        """``get`` of each key under one lock, hits and misses reported once per collection
+        (a query looks up a few hundred); ``count=False``: an opportunistic look, not counted
+        (is a whole partition here, to serve one of its sections?)."""
+        out: list[Entry | None] = []
+        hits: dict[str, int] = {}
+        misses: dict[str, int] = {}
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-        return entry[0] if entry is not None else None
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None:
+                    out.append(None)
+                    misses[key[0]] = misses.get(key[0], 0) + 1
+                else:
+                    self._entries.move_to_end(key)
+                    out.append(entry[0])
+                    hits[key[0]] = hits.get(key[0], 0) + 1
+            if count:
+                self.hits += sum(hits.values())
+                self.misses += sum(misses.values())
+        if count:
+            for kind, tally in (("hit", hits), ("miss", misses)):
+                for collection, n in tally.items():
+                    self._emit(collection, kind, n)
+        return out
 
     def get(self, key: Key) -> Entry | None:
         with self._lock:

@@ -546,6 +546,11 @@ class PartitionedSegment:
         # Scan codes (format 4+): per row, code_width bytes of bits and _CODE_ROW_EXTRA more.
         self.has_codes = header.format >= 4
         self.code_width = binary_codes.code_bytes(self.dimension)
+        rows = self.table["rows"].astype(np.int64)
+        self._offsets = self.table["offset"].astype(np.int64)
+        self._codes_len = rows * (self.code_width + _CODE_ROW_EXTRA) if self.has_codes else np.zeros_like(rows)
+        self._part_len = (self._codes_len + rows * (self.dimension + 1) * 4
+                          + self.table["ids_len"].astype(np.int64) + self.table["meta_len"].astype(np.int64))
         self.id_hashes = np.frombuffer(header.id_hashes, dtype="<u8")
         self.id_rows = np.frombuffer(header.id_rows, dtype="<u4")
         if len(self.table) != self.nlist or len(self.id_hashes) != self.rows or len(self.id_rows) != self.rows:
@@ -569,12 +574,10 @@ class PartitionedSegment:
 
     # -- byte ranges and decoding ---------------------------------------------------------------
     def codes_length(self, p: int) -> int:
-        return int(self.table[p]["rows"]) * (self.code_width + _CODE_ROW_EXTRA) if self.has_codes else 0
+        return int(self._codes_len[p])
 
     def partition_length(self, p: int) -> int:
-        entry = self.table[p]
-        return (self.codes_length(p) + int(entry["rows"]) * (self.dimension + 1) * 4
-                + int(entry["ids_len"]) + int(entry["meta_len"]))
+        return int(self._part_len[p])
 
     def codes_ranges(self, partitions: Sequence[int]) -> list[tuple[int, int]]:
         return [(int(self.table[p]["offset"]), self.codes_length(p)) for p in partitions]
@@ -593,8 +596,8 @@ class PartitionedSegment:
         rows = np.asarray(rows, dtype=np.int64)
         owners = self.partition_of(rows)
         width = self.dimension * 4
-        return [(int(self.table[p]["offset"]) + self.codes_length(p) + (row - int(self.starts[p])) * width, width)
-                for row, p in zip(rows.tolist(), owners.tolist())]
+        starts = self._offsets[owners] + self._codes_len[owners] + (rows - self.starts[owners]) * width
+        return [(offset, width) for offset in starts.tolist()]
 
     def decode_codes(self, p: int, data: bytes | memoryview) -> PartitionCodes:
         """A partition's scan codes from their fetched bytes; CORRUPT if short or damaged."""
@@ -628,7 +631,8 @@ class PartitionedSegment:
         return PartitionDocs(int(p), int(self.starts[p]), view[:split], view[split:])
 
     def partition_ranges(self, partitions: Sequence[int]) -> list[tuple[int, int]]:
-        return [(int(self.table[p]["offset"]), self.partition_length(p)) for p in partitions]
+        numbers = np.asarray(partitions, dtype=np.int64)
+        return list(zip(self._offsets[numbers].tolist(), self._part_len[numbers].tolist()))
 
     def verified(self, p: int) -> bool:
         """Whether partition p's bytes passed their checksum in this process (decoding is cheap)."""

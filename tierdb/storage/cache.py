@@ -27,6 +27,7 @@ other process shares the directory.  ``size_limit`` is compared with diskcache's
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import threading
 from collections.abc import Callable
@@ -47,6 +48,8 @@ OnEvent = Callable[[str, int], None]
 # Tuples can never equal an object key (always a str): a range entry is (key, start, end).
 _CULL_PROBE = ("tierdb", "cull-probe")
 CacheKey = str | tuple[str, int, int]
+# The learned file of a whole cached object, in ``_files``: (key, *_WHOLE).
+_WHOLE = (-1, -1)
 
 
 class DiskCachedStore(WrapperStore):
@@ -78,6 +81,10 @@ class DiskCachedStore(WrapperStore):
         # hundred cache writes); a lookup of a range being filled waits for that fill.
         self._filling: dict[CacheKey, asyncio.Task[None]] = {}
         self._hits = self._misses = self._evictions = 0
+        # Where diskcache keeps the file of a cached range (learned when a lookup opens one):
+        # ``read_known_files`` reads sub-ranges of it with no SQLite transaction.  diskcache
+        # never reuses a file name, so a path read is that entry's bytes or a missing file.
+        self._files: dict[tuple[str, int, int], str] = {}
         self._bytes = 0
         self._entries = 0
 
@@ -161,8 +168,45 @@ class DiskCachedStore(WrapperStore):
             self._event("hit", hits)
         return found
 
-    @staticmethod
-    def _cached_ranges_sync(cache: diskcache.Cache, key: str, ranges: list[tuple[int, int]],
+    def read_known_files(self, key: str, ranges: list[tuple[int, int]],
+                         containers: list[tuple[int, int]]) -> list[bytes | None]:
+        """Blocking, for worker threads: each range read straight from the file of its cached
+        enclosing range ``containers[i]`` when an earlier lookup learned where that file is,
+        else None (then ask ``cached_ranges``).  No SQLite, so no LRU access-time update: the
+        entry ages from its last lookup (codes and documents of the same partitions are looked up
+        through ``cached_ranges`` and stay in the RAM tier; this serves the re-rank's row reads)."""
+        out: list[bytes | None] = []
+        opened: dict[str, int | None] = {}
+        whole = (key, *_WHOLE)
+        try:
+            for (start, end), outer in zip(ranges, containers):
+                entry = whole if whole in self._files else (key, *outer)
+                base = 0 if entry is whole else outer[0]
+                path = self._files.get(entry)
+                data = None
+                if path is not None and (entry is whole or (outer[0] <= start and end <= outer[1])):
+                    if path not in opened:
+                        try:
+                            opened[path] = os.open(path, os.O_RDONLY)
+                        except FileNotFoundError:   # evicted
+                            self._files.pop(entry, None)
+                            opened[path] = None
+                    fd = opened[path]
+                    if fd is not None:
+                        data = os.pread(fd, end - start, start - base)
+                        if len(data) != end - start:
+                            data = None
+                out.append(data)
+        finally:
+            for fd in opened.values():
+                if fd is not None:
+                    os.close(fd)
+        hits = sum(data is not None for data in out)
+        if hits:
+            self._event("hit", hits)
+        return out
+
+    def _cached_ranges_sync(self, cache: diskcache.Cache, key: str, ranges: list[tuple[int, int]],
                             containers: list[tuple[int, int]] | None = None) -> list[bytes | None]:
         # One transaction: with LRU eviction every read also writes its access time.
         opened: dict[tuple[int, int], object] = {}
@@ -170,6 +214,8 @@ class DiskCachedStore(WrapperStore):
             with cache.transact():
                 whole = cache.get(key, None, read=True)
                 if whole is not None:
+                    if isinstance(getattr(whole, "name", None), str):
+                        self._files[(key, *_WHOLE)] = whole.name  # type: ignore[union-attr]
                     return _slices(whole, 0, ranges)
                 out: list[bytes | None] = []
                 for i, (start, end) in enumerate(ranges):
@@ -180,6 +226,9 @@ class DiskCachedStore(WrapperStore):
                     if outer is not None and outer != (start, end) and outer[0] <= start and end <= outer[1]:
                         if outer not in opened:
                             opened[outer] = cache.get((key, *outer), None, read=True)
+                            name = getattr(opened[outer], "name", None)
+                            if isinstance(name, str):
+                                self._files[(key, *outer)] = name
                         held = opened[outer]
                         if held is not None:
                             (data,) = _slices(held, outer[0], [(start, end)], close=False)
@@ -339,6 +388,8 @@ class DiskCachedStore(WrapperStore):
             )
 
     def _evict_sync(self, cache: diskcache.Cache, key: CacheKey) -> None:
+        for known in [k for k in list(self._files) if k[0] == (key if isinstance(key, str) else key[0])]:
+            self._files.pop(known, None)
         with self._fill_lock:
             cache.delete(key)
             if isinstance(key, str):
