@@ -151,3 +151,11 @@ def test_a_format_3_segment_still_opens_reads_and_searches() -> None:
 def test_segments_built_now_are_format_4() -> None:
     data = pt.build_bytes(["a", "b"], np.eye(2, 8, dtype=np.float32), None, "cosine", SMALL)
     assert pt.open_segment(Store(data).fetch, "s").format == 4
+
+
+def test_a_long_scan_split_over_threads_equals_one_pass() -> None:
+    rng = np.random.default_rng(5)
+    blocks = [rng.integers(0, 2**63, (6, n), dtype=np.int64).view(np.uint64) for n in (30_000, 1, 17_000, 9_999)]
+    code = binary_codes.QueryCode(rng.standard_normal(384).astype(np.float32), "l2")
+    assert sum(b.shape[1] for b in blocks) >= binary_codes._SPLIT_ROWS
+    np.testing.assert_array_equal(code.dots(blocks), code._dots(np.concatenate(blocks, axis=1)))

@@ -112,15 +112,22 @@ class QueryCode:
         self.weights = np.repeat(plane_weights, self.planes.shape[1]).astype(np.float32)
         self.offset = np.float32(-float(query.sum(dtype=np.float64)) / root)
 
-    def dots(self, codes: np.ndarray) -> np.ndarray:
-        """Estimated <q, b> for each row of ``codes`` (uint64 (words, n), word-major).  A long
-        scan is split over the scan threads (numpy releases the GIL in these loops)."""
-        n = codes.shape[1]
-        if n >= _SPLIT_ROWS and _SCAN_THREADS > 1:
-            bounds = np.linspace(0, n, _SCAN_THREADS + 1).astype(int)
-            parts = [_scan_pool().submit(self._dots, codes[:, lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
-            return np.concatenate([part.result() for part in parts])
-        return self._dots(codes)
+    def dots(self, codes: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """Estimated <q, b> for each row of ``codes`` (uint64 (words, n), word-major), or of
+        several such blocks one after the other.  A long scan is split over the scan threads,
+        each joining and scanning its share of the blocks (numpy releases the GIL there)."""
+        blocks = codes if isinstance(codes, list) else [codes]
+        n = sum(block.shape[1] for block in blocks)
+        if n < _SPLIT_ROWS or _SCAN_THREADS < 2 or len(blocks) < 2:
+            return self._dots(np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0])
+        ends = np.cumsum([block.shape[1] for block in blocks])
+        cuts = np.searchsorted(ends, np.linspace(0, n, _SCAN_THREADS + 1)[1:-1]).tolist()
+        shares = [blocks[lo:hi] for lo, hi in zip([0, *cuts], [*cuts, len(blocks)]) if hi > lo]
+        parts = [_scan_pool().submit(self._dots_joined, share) for share in shares]
+        return np.concatenate([part.result() for part in parts])
+
+    def _dots_joined(self, blocks: list[np.ndarray]) -> np.ndarray:
+        return self._dots(np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0])
 
     def _dots(self, codes: np.ndarray) -> np.ndarray:
         n = codes.shape[1]
