@@ -80,6 +80,8 @@ class DiskCachedStore(WrapperStore):
         # Range fills run after the caller has its bytes (a cold query must not wait for a
         # hundred cache writes); a lookup of a range being filled waits for that fill.
         self._filling: dict[CacheKey, asyncio.Task[None]] = {}
+        self._batch: list[tuple[CacheKey, bytes]] | None = None   # range fills waiting for their task
+        self._batch_task: asyncio.Task[None] | None = None
         self._hits = self._misses = self._evictions = 0
         # Where diskcache keeps the file of a cached range (learned when a lookup opens one):
         # ``read_known_files`` reads sub-ranges of it with no SQLite transaction.  diskcache
@@ -131,11 +133,36 @@ class DiskCachedStore(WrapperStore):
         return data
 
     def _fill_in_background(self, key: CacheKey, data: bytes) -> None:
+        """Queue a range fill; the fills queued in one pass of the event loop are written
+        together, in one thread hop and one transaction (a cold query's few hundred row reads
+        would otherwise cost a hop and a commit each)."""
         if key in self._filling:
             return
-        task = asyncio.get_running_loop().create_task(self._fill(key, data))
+        if self._batch is None:
+            self._batch = []
+            self._batch_task = asyncio.get_running_loop().create_task(self._fill_batch(self._batch))
+        self._batch.append((key, data))
+        task = self._batch_task
         self._filling[key] = task
-        task.add_done_callback(lambda _: self._filling.pop(key, None))
+        task.add_done_callback(lambda done: self._filling.pop(key, None) if self._filling.get(key) is done else None)
+
+    async def _fill_batch(self, batch: list[tuple[CacheKey, bytes]]) -> None:
+        await asyncio.sleep(0)   # the fills queued in this pass of the loop join the batch
+        self._batch = None
+        batch = [(key, data) for key, data in batch if len(data) <= self.max_object_bytes]
+        if not batch:
+            return
+        try:
+            cache = await self._open()
+            evicted = await asyncio.to_thread(self._fill_many_sync, cache, batch)
+        except Exception:
+            logger.warning("disk cache fill failed", exc_info=True,
+                           extra={"entries": len(batch), "cache_dir": self.directory})
+            for key, _ in batch:
+                await self._evict(key)  # never leave a possibly stale entry behind
+            return
+        if evicted:
+            self._event("eviction", evicted)
 
     async def fills_done(self, key: CacheKey | None = None) -> None:
         """Wait for the pending fill of ``key`` (all of them when None)."""
@@ -362,6 +389,19 @@ class DiskCachedStore(WrapperStore):
             after = len(cache)
             self._bytes, self._entries = cache.volume(), after
         return before + int(is_new) - after
+
+    def _fill_many_sync(self, cache: diskcache.Cache, batch: list[tuple[CacheKey, bytes]]) -> int:
+        """Store range entries in one transaction; the number of entries evicted for them."""
+        with self._fill_lock:
+            before = len(cache)
+            with cache.transact():
+                fresh = sum(key not in cache for key, _ in batch)
+                for key, data in batch:
+                    cache.set(key, data, tag=key[0])
+            self._shrink(cache)
+            after = len(cache)
+            self._bytes, self._entries = cache.volume(), after
+        return before + fresh - after
 
     def _shrink(self, cache: diskcache.Cache) -> None:
         """Evict LRU entries one by one until the cache fits (never the newest entry).
