@@ -7,6 +7,7 @@ import collections
 import os
 import socket
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -231,19 +232,20 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def _watch_get_object(store: S3Store):
-    """Every GetObject the store's client sends: (Range header, HTTP status, body length)."""
+def _watch_range_gets(store: S3Store):
+    """Every range GET the store sends (on its presigned-URL session): (Range header, HTTP
+    status, body length, Content-Range)."""
     seen: list[dict] = []
 
-    def before_send(request, **kwargs):
-        seen.append({"range": request.headers.get("Range")})
+    async def on_end(session, context, params):
+        seen.append({"range": params.headers.get("Range", "").encode(), "status": params.response.status,
+                     "length": int(params.response.headers.get("Content-Length", -1)),
+                     "content_range": params.response.headers.get("Content-Range")})
 
-    def after_call(http_response, parsed, **kwargs):
-        seen[-1].update(status=http_response.status_code, length=parsed.get("ContentLength"),
-                        content_range=parsed.get("ContentRange"))
-
-    store._client.meta.events.register("before-send.s3.GetObject", before_send)
-    store._client.meta.events.register("after-call.s3.GetObject", after_call)
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_end)
+    trace.freeze()
+    store._ranged_session()._trace_configs.append(trace)
     return seen
 
 
@@ -255,7 +257,7 @@ async def test_get_range_sends_one_ranged_get_and_transfers_only_the_range(
     key = "collections/ranged/segments/" + "cd" * 16 + ".seg"
     data = os.urandom(1 << 20)
     await store.put(key, data)  # opens the client
-    seen = _watch_get_object(store)
+    seen = _watch_range_gets(store)
     fetched_before = metrics.S3_BYTES_FETCHED.labels(collection="ranged", op="get_range")._value.get()
     requests_before = metrics.S3_REQUESTS.labels(collection="ranged", op="get_range")._value.get()
 

@@ -276,3 +276,41 @@ async def test_range_get_accepts_an_exact_or_clamped_answer(fake_s3, fake_store,
         status=206, body=body, headers={"Content-Range": content_range}
     )
     assert await fake_store.get_range("k/obj", 4, 8) == body
+
+
+async def test_range_gets_reuse_one_presigned_url_per_object_and_sign_again_after_a_403(fake_s3, fake_store):
+    """Range GETs go to a presigned URL signed once per object; a reused URL refused with 403
+    (expired, or signed with rotated credentials) is signed again once, and a 403 on a fresh
+    signature is a permanent error."""
+    seen: list[str] = []
+
+    def answer(request):
+        seen.append(request.query_string)
+        assert request.headers["Range"] == "bytes=2-4" and "X-Amz-Signature" in request.query_string
+        return web.Response(status=206, body=b"234", headers={"Content-Range": "bytes 2-4/10"})
+
+    fake_s3.respond = answer
+    for _ in range(3):
+        assert await fake_store.get_range("k/obj", 2, 5) == b"234"
+    assert len(set(seen)) == 1 and fake_store.ops == ["get_range"] * 3
+
+    refused = {"left": 1}
+
+    def refuse_once(request):
+        if refused["left"]:
+            refused["left"] -= 1
+            return web.Response(status=403, body=b"<Error><Code>AccessDenied</Code></Error>")
+        return answer(request)
+
+    fake_s3.respond = refuse_once
+    fake_store._urls["k/obj"] = (fake_store._urls["k/obj"][0], float("inf"))
+    assert await fake_store.get_range("k/obj", 2, 5) == b"234"     # re-signed after the 403
+    assert fake_store.ops[-2:] == ["get_range", "get_range"]
+    fake_s3.respond = None
+    fake_s3.status, fake_s3.code = 403, "AccessDenied"
+    fake_store._urls.clear()
+    before = fake_s3.requests
+    with pytest.raises(TierDBError) as info:
+        await fake_store.get_range("k/other", 2, 5)
+    assert info.value.context["retryable"] is False and info.value.context["code"] == "AccessDenied"
+    assert fake_s3.requests == before + 1                           # a fresh signature is not retried
