@@ -93,6 +93,9 @@ _TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 _URL_TTL_SECS = 3600
 _URL_REUSE_SECS = 3000.0
 _MAX_URLS = 100_000
+# Concurrent range GETs: a query sends a few hundred small ones at once (600 GETs against a local
+# SeaweedFS: 115 ms over 32 connections, 95 over 64, 98 over 128).
+_RANGE_CONNECTIONS = 64
 
 
 def _proxy_environment() -> dict[str, str]:
@@ -366,7 +369,7 @@ class S3Store:
         if self._ranged is None:
             s = self.settings
             self._ranged = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=_MAX_POOL_CONNECTIONS),
+                connector=aiohttp.TCPConnector(limit=_RANGE_CONNECTIONS),
                 timeout=aiohttp.ClientTimeout(sock_connect=s.connect_timeout_secs, sock_read=s.read_timeout_secs),
                 trust_env=bool(_proxy_environment()),   # HTTP(S)_PROXY, as botocore honours them
                 auto_decompress=False,
