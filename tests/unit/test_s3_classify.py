@@ -2,6 +2,7 @@
 against a tiny fake S3 endpoint (no real server needed)."""
 
 import asyncio
+import ssl
 
 import aiohttp
 import pytest
@@ -314,3 +315,19 @@ async def test_range_gets_reuse_one_presigned_url_per_object_and_sign_again_afte
         await fake_store.get_range("k/other", 2, 5)
     assert info.value.context["retryable"] is False and info.value.context["code"] == "AccessDenied"
     assert fake_s3.requests == before + 1                           # a fresh signature is not retried
+
+
+def test_range_gets_trust_aws_ca_bundle_like_botocore(monkeypatch, tmp_path):
+    """A private CA named by AWS_CA_BUNDLE (botocore honours it) is trusted by the range GETs too."""
+    certifi = pytest.importorskip("certifi")   # installed with httpx (dev extra)
+
+    from tierdb.storage import s3
+
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    assert s3._range_ssl() is True                      # the default trust store
+    monkeypatch.setenv("AWS_CA_BUNDLE", certifi.where())
+    context = s3._range_ssl()
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.cert_store_stats()["x509_ca"] > 10
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(OSError):                         # a wrong path is an error, never ignored
+        s3._range_ssl()

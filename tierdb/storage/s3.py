@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -96,6 +97,13 @@ _MAX_URLS = 100_000
 # Concurrent range GETs: a query sends a few hundred small ones at once (600 GETs against a local
 # SeaweedFS: 115 ms over 32 connections, 95 over 64, 98 over 128).
 _RANGE_CONNECTIONS = 64
+
+
+def _range_ssl() -> ssl.SSLContext | bool:
+    """TLS for the range GETs as botocore does it: ``AWS_CA_BUNDLE`` (a private CA, e.g. a
+    MinIO over TLS) is trusted when set, else the system's default trust store."""
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else True
 
 
 def _proxy_environment() -> dict[str, str]:
@@ -369,7 +377,7 @@ class S3Store:
         if self._ranged is None:
             s = self.settings
             self._ranged = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=_RANGE_CONNECTIONS),
+                connector=aiohttp.TCPConnector(limit=_RANGE_CONNECTIONS, ssl=_range_ssl()),
                 timeout=aiohttp.ClientTimeout(sock_connect=s.connect_timeout_secs, sock_read=s.read_timeout_secs),
                 trust_env=bool(_proxy_environment()),   # HTTP(S)_PROXY, as botocore honours them
                 auto_decompress=False,
