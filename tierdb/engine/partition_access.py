@@ -43,6 +43,21 @@ def _spans(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(offset, offset + length) for offset, length in ranges]
 
 
+_PendingRow = tuple[int, int, PartitionedSegment, int, PartitionCodes]   # (request, position, segment, row, codes)
+
+
+def _by_segment(pending: list[_PendingRow]) -> list[tuple[PartitionedSegment, list[_PendingRow],
+                                                         list[tuple[int, int]], list[tuple[int, int]]]]:
+    """Pending row reads grouped by segment, with each row's byte range and its partition's."""
+    groups = []
+    for segment in {id(item[2]): item[2] for item in pending}.values():
+        mine = [item for item in pending if item[2] is segment]
+        rows = [item[3] for item in mine]
+        groups.append((segment, mine, segment.row_ranges(rows),
+                       segment.partition_ranges(segment.partition_of(np.asarray(rows, np.int64)).tolist())))
+    return groups
+
+
 def _section_of(whole: Partition | None, kind: str) -> Any:
     """The codes or documents of a whole partition held in RAM (None if it has no codes)."""
     if whole is None:
@@ -177,13 +192,14 @@ class PartitionAccessMixin(CollectionState):
             return await asyncio.to_thread(decode, segment, p, data)
 
         async def fetch() -> list[Any]:
-            by_segment = {id(s): s for s, _ in wanted}.values()
+            by_segment = [(segment, [p for s, p in wanted if s is segment])
+                          for segment in {id(s): s for s, _ in wanted}.values()]
             cached = await asyncio.gather(*(
                 self._disk_cached(segment, ranges(segment, numbers), segment.partition_ranges(numbers))
-                for segment in by_segment for numbers in ([p for s, p in wanted if s is segment],)))
+                for segment, numbers in by_segment))
             held: dict[tuple[str, int], bytes | None] = {}
-            for segment, datas in zip(by_segment, cached):
-                held.update(zip(((segment.id, p) for s, p in wanted if s is segment), datas))
+            for (segment, numbers), datas in zip(by_segment, cached):
+                held.update(zip(((segment.id, p) for p in numbers), datas))
             return list(await asyncio.gather(*(one(segment, p, held.get((segment.id, p))) for segment, p in wanted)))
 
         return self._on_loop(fetch)
@@ -194,7 +210,7 @@ class PartitionAccessMixin(CollectionState):
         from whole partitions in the RAM cache, else the disk cache, else one range GET per row,
         all in one round."""
         out = [np.empty((len(rows), segment.dimension), np.float32) for segment, rows, _ in wanted]
-        pending: list[tuple[int, int, PartitionedSegment, int, PartitionCodes]] = []   # (request, position, segment, row, codes)
+        pending: list[_PendingRow] = []
         for n, (segment, rows, codes) in enumerate(wanted):
             owners = segment.partition_of(rows)
             wholes = self._partition_cache.get_many([(self.name, segment.id, p) for p in owners.tolist()], count=False)
@@ -203,44 +219,40 @@ class PartitionAccessMixin(CollectionState):
                     out[n][i] = whole.vectors[row - whole.start]
                 else:
                     pending.append((n, i, segment, row, codes[p]))
+        by_segment = _by_segment(pending)
         read_files = getattr(self.store, "read_known_files", None)   # the s3_only disk cache
-        if pending and read_files is not None:   # straight from cached files, in this thread
+        if read_files is not None:   # straight from cached files, in this thread
             rest = []
-            for segment in {id(s): s for _, _, s, _, _ in pending}.values():
-                mine = [item for item in pending if item[2] is segment]
-                rows = [row for _, _, _, row, _ in mine]
-                parts = segment.partition_of(np.asarray(rows, np.int64)).tolist()
-                datas = read_files(keys.segment_key(self.name, segment.id), _spans(segment.row_ranges(rows)),
-                                   _spans(segment.partition_ranges(parts)))
-                for (n, i, _, row, codes), data in zip(mine, datas):
+            for segment, mine, ranges, containers in by_segment:
+                datas = read_files(keys.segment_key(self.name, segment.id), _spans(ranges), _spans(containers))
+                for item, data in zip(mine, datas):
                     if data is None:
-                        rest.append((n, i, segment, row, codes))
+                        rest.append(item)
                     else:
-                        out[n][i] = segment.decode_row(row, data, codes)
+                        out[item[0]][item[1]] = segment.decode_row(item[3], data, item[4])
             pending = rest
+            by_segment = _by_segment(pending)
         if not pending:
             return out
 
         async def fetch() -> list[np.ndarray]:
-            segments_of = {id(s): s for _, _, s, _, _ in pending}.values()
-            held: dict[tuple[str, int], bytes | None] = {}
-            for segment in segments_of:
-                rows = [row for _, _, s, row, _ in pending if s is segment]
-                ranges = segment.row_ranges(rows)
-                parts = segment.partition_of(np.asarray(rows, np.int64)).tolist()
-                datas = await self._disk_cached(segment, ranges, segment.partition_ranges(parts))
-                held.update(zip(((segment.id, row) for row in rows), datas))
+            reads = []
+            for segment, mine, ranges, containers in by_segment:
+                datas = await self._disk_cached(segment, ranges, containers)
+                reads.extend((segment, item[3], item[4], rng, data) for item, rng, data in zip(mine, ranges, datas))
 
-            async def one(segment: PartitionedSegment, row: int, codes: PartitionCodes) -> np.ndarray:
-                data = held.get((segment.id, row))
+            async def one(segment: PartitionedSegment, row: int, codes: PartitionCodes,
+                          rng: tuple[int, int], data: bytes | None) -> np.ndarray:
                 if data is None:
-                    ((offset, length),) = segment.row_ranges([row])
+                    offset, length = rng
                     data = await self.store.get_range(keys.segment_key(self.name, segment.id), offset, offset + length)
                 return segment.decode_row(row, data, codes)
 
-            return list(await asyncio.gather(*(one(segment, row, codes) for _, _, segment, row, codes in pending)))
+            return list(await asyncio.gather(*(one(*read) for read in reads)))
 
-        for (n, i, _, _, _), vector in zip(pending, self._on_loop(fetch)):
+        # fetch() answers in by_segment order: put each vector back where its row was asked for
+        ordered = [item for _, mine, _, _ in by_segment for item in mine]
+        for (n, i, _, _, _), vector in zip(ordered, self._on_loop(fetch)):
             out[n][i] = vector
         return out
 
