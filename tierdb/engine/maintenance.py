@@ -343,7 +343,7 @@ class MaintenanceMixin(CollectionState):
         async with self._maintenance:
             if self.state != "ready":
                 return 0
-            states = [compaction.SegmentState(s.id, s.size(), s.live_count()) for s in self.segments]
+            states = await asyncio.to_thread(self._merge_states)
             chosen = set(compaction.plan_merge(states, self.settings.compaction, full=full,
                                                max_rows=self._max_segment_rows()))
             if not chosen:
@@ -354,6 +354,16 @@ class MaintenanceMixin(CollectionState):
                 self.note_failure(exc, "merge")
                 raise
             return len(chosen)
+
+    def _merge_states(self) -> list[compaction.SegmentState]:
+        """The segments as the merge policy sees them.  A row counts as dead only once a merge
+        can purge it (it died by the manifest's WAL position): counting deaths still in the
+        memtable made a "too dead" segment that its own rewrite could not shrink, rewritten
+        again at every tick, each time a new manifest."""
+        assert self.manifest is not None
+        wal_seq = self.manifest.wal_seq
+        with self._rw.read():
+            return [compaction.SegmentState(s.id, s.size(), s.rows_after_purge(wal_seq)) for s in self.segments]
 
     def _max_segment_rows(self) -> int | None:
         """Partitioned segments are uploaded from RAM in one PUT: merges stop at this size."""

@@ -83,6 +83,11 @@ class RowSource:
     def deaths_up_to(self, seq: int) -> list[int]:
         return sorted(r for r, s in self.death_seq.items() if s <= seq)
 
+    def rows_after_purge(self, seq: int) -> int:
+        """Rows a rewrite as of WAL position ``seq`` keeps: a death after ``seq`` (its delete
+        is not in a published segment yet) must stay a row until the next flush."""
+        return self.size() - sum(1 for s in self.death_seq.values() if s <= seq)
+
     def matching_mask(self, predicate: Predicate, key: str, cacheable: bool) -> np.ndarray:
         """Rows whose metadata satisfies the filter (dead rows included; callers AND with alive)."""
         if cacheable:
