@@ -143,7 +143,8 @@ def collection_dir(data_dir: str, name: str) -> str:
 
 
 def scratch_dir(data_dir: str) -> str:
-    """Temporary files of segment builds (unlinked at once: nothing to clean up after a crash)."""
+    """Temporary files of segment builds: spills are unlinked at once; a built segment file
+    lives until its upload is done, and the next start empties the directory after a crash."""
     return os.path.join(data_dir, "scratch")
 
 

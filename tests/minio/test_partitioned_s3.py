@@ -14,6 +14,7 @@ from tierdb.config import CacheSettings, PartitionsSettings
 from tierdb.engine import partitioned, partitioned_build
 from tierdb.engine.partitioned_source import PartitionedSource
 from tierdb.engine.writes import WriteOp
+from tierdb.errors import TierDBError, unavailable
 from tierdb.models import CollectionSpec
 from tierdb.node import Engine
 
@@ -209,3 +210,53 @@ async def test_a_cold_query_reads_codes_rows_and_documents_not_whole_partitions(
         assert read >= 40 * dim * 4          # the candidates' exact rows were read
     finally:
         await cold.close()
+
+
+def scratch_files(settings) -> list[str]:
+    import os
+
+    from tierdb import keys
+
+    scratch = keys.scratch_dir(settings.storage.data_dir)
+    return sorted(os.listdir(scratch)) if os.path.isdir(scratch) else []
+
+
+async def test_a_built_segment_is_uploaded_from_its_scratch_file_which_is_then_removed(make_settings, monkeypatch):
+    settings = settings_of(make_settings, "a")
+    node = await started(settings)
+    try:
+        await node.create_collection(CollectionSpec(name="docs", dimension=DIM, tiering_policy="s3_only"))
+        coll = node.get_collection("docs")
+        uploaded: list[tuple[str, int]] = []
+        real_put_file = type(coll.store).put_file
+
+        async def watched_put_file(store, key, path):
+            import os
+
+            uploaded.append((key, os.path.getsize(path)))
+            assert scratch_files(settings) == [os.path.basename(path)]   # the built segment, only it
+            await real_put_file(store, key, path)
+
+        monkeypatch.setattr(type(coll.store), "put_file", watched_put_file)
+        data = await fill(coll, 0, 300, seed=1)
+        await coll.flush(force=True)
+        [ref] = coll.manifest.segments
+        assert [size for _, size in uploaded] == [ref.size] and uploaded[0][0].endswith(f"{ref.id}.seg")
+        assert scratch_files(settings) == []
+        [[hit, *_]] = await coll.query(data[7:8], k=10, nprobe=1000)
+        assert hit.id == "d7"
+
+        # an upload that fails leaves no file behind either, and the next flush succeeds
+        async def failing_put_file(store, key, path):
+            raise unavailable("S3 refused the upload", key=key)
+
+        monkeypatch.setattr(type(coll.store), "put_file", failing_put_file)
+        await fill(coll, 300, 100, seed=2)
+        with pytest.raises(TierDBError):
+            await coll.flush(force=True)
+        assert scratch_files(settings) == []
+        monkeypatch.setattr(type(coll.store), "put_file", real_put_file)
+        await coll.flush(force=True)
+        assert coll.count() == 400 and scratch_files(settings) == []
+    finally:
+        await node.close()

@@ -158,4 +158,19 @@ def test_a_long_scan_split_over_threads_equals_one_pass() -> None:
     blocks = [rng.integers(0, 2**63, (6, n), dtype=np.int64).view(np.uint64) for n in (30_000, 1, 17_000, 9_999)]
     code = binary_codes.QueryCode(rng.standard_normal(384).astype(np.float32), "l2")
     assert sum(b.shape[1] for b in blocks) >= binary_codes._SPLIT_ROWS
-    np.testing.assert_array_equal(code.dots(blocks), code._dots(np.concatenate(blocks, axis=1)))
+    joined = np.concatenate(blocks, axis=1)
+    np.testing.assert_array_equal(code.dots(blocks), code._dots(joined, binary_codes.row_ones(joined)))
+    # the rows' popcounts given (as partitions' codes keep them) or computed: the same estimate
+    np.testing.assert_array_equal(code.dots(blocks, [binary_codes.row_ones(b) for b in blocks]), code.dots(blocks))
+
+
+def test_a_scan_longer_than_one_chunk_equals_the_sum_over_its_bits() -> None:
+    rng = np.random.default_rng(6)
+    dim = 384
+    n = binary_codes._CHUNK_ROWS + 123
+    bits = rng.integers(0, 2**63, (6, n), dtype=np.int64).view(np.uint64)
+    query = (rng.integers(0, 16, dim) * 0.25 - 1.0).astype(np.float32)   # on the 4-bit grid: exact
+    query[0], query[1] = -1.0, 2.75
+    code = binary_codes.QueryCode(query, "ip")
+    np.testing.assert_allclose(code._dots(bits, binary_codes.row_ones(bits)), exact_b_dots(query, bits, dim),
+                               rtol=1e-5, atol=1e-4)

@@ -11,7 +11,7 @@ where factor = |r| / <b, r/|r|> and add = <c, r> - factor * <c, b> are stored pe
 ``term`` per (query, partition); see ``encode`` for A and B per metric.
 
 <q, b> costs a few popcounts per row: the query is quantised to 4 bits per dimension and
-<q, bits> is summed over its 4 bit planes (plus one plane of ones for the offset), i.e.
+<q, bits> is summed over its 4 bit planes (plus lo times the row's own popcount, kept with its codes), i.e.
 ``bitwise_count(codes & plane)`` on 64-bit words.  A row costs D/8 + 8 bytes of RAM instead of
 4·D, so a node keeps the codes of a collection ~30x larger than its vectors in memory; the
 estimate only picks candidates: the final distances are exact, from the float32 rows.
@@ -30,6 +30,8 @@ QUERY_BITS = 4
 # A scan of this many rows or more is split over the cores (a query's CPU time is mostly this).
 _SPLIT_ROWS = 32_768
 _SCAN_THREADS = min(4, os.cpu_count() or 1)
+# Rows per step of a scan: its temporaries (~13 bytes per row and query bit) stay in L2.
+_CHUNK_ROWS = 32_768
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -84,6 +86,12 @@ def encode(rows: np.ndarray, centroid: np.ndarray, metric: str) -> tuple[np.ndar
     return bits, a.astype(np.float32), b.astype(np.float32)
 
 
+def row_ones(bits: np.ndarray) -> np.ndarray:
+    """Set bits per row of word-major codes (uint16): the query-independent part of a scan,
+    computed once per partition's codes."""
+    return np.bitwise_count(bits).sum(axis=0, dtype=np.uint16)
+
+
 class QueryCode:
     """A query prepared for ``dots``: its 4-bit planes and the weights that turn plane
     popcounts back into <q, b>."""
@@ -100,49 +108,64 @@ class QueryCode:
         levels = (1 << QUERY_BITS) - 1
         delta = (hi - lo) / levels if hi > lo else 1.0
         quantised = np.rint((query - lo) / delta).astype(np.uint8)
-        planes = np.zeros((QUERY_BITS + 1, words(dim) * 64), bool)
+        planes = np.zeros((QUERY_BITS, words(dim) * 64), bool)
         for j in range(QUERY_BITS):
             planes[j, :dim] = (quantised >> j) & 1
-        planes[QUERY_BITS, :dim] = True  # popcount(bits): the offset lo * |bits|
         self.planes = np.packbits(planes, axis=1, bitorder="little").view("<u8")   # (planes, words)
-        # <q, bits> ~= sum_j delta 2^j popcount(plane_j & bits) + lo popcount(bits);
+        # <q, bits> ~= sum_j delta 2^j popcount(plane_j & bits) + lo popcount(bits), the last
+        # popcount being the rows' own (row_ones);
         # <q, b> = (2 <q, bits> - sum q) / sqrt(D).
         root = np.sqrt(dim)
         plane_weights = np.array([delta * (1 << j) for j in range(QUERY_BITS)] + [lo]) * 2 / root
-        self.weights = np.repeat(plane_weights, self.planes.shape[1]).astype(np.float32)
+        self.plane_weights = plane_weights[:QUERY_BITS].astype(np.float32)
+        self.ones_weight = np.float32(plane_weights[QUERY_BITS])
         self.offset = np.float32(-float(query.sum(dtype=np.float64)) / root)
 
-    def dots(self, codes: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    def dots(self, codes: np.ndarray | list[np.ndarray],
+             ones: np.ndarray | list[np.ndarray] | None = None) -> np.ndarray:
         """Estimated <q, b> for each row of ``codes`` (uint64 (words, n), word-major), or of
-        several such blocks one after the other.  A long scan is split over the scan threads,
+        several such blocks one after the other.  ``ones`` are the rows' ``row_ones`` (per
+        block), computed here when not given.  A long scan is split over the scan threads,
         each joining and scanning its share of the blocks (numpy releases the GIL there)."""
         blocks = codes if isinstance(codes, list) else [codes]
+        if ones is None:
+            counts = [row_ones(block) for block in blocks]
+        else:
+            counts = ones if isinstance(ones, list) else [ones]
         n = sum(block.shape[1] for block in blocks)
         if n < _SPLIT_ROWS or _SCAN_THREADS < 2 or len(blocks) < 2:
-            return self._dots(np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0])
+            return self._dots_joined(blocks, counts)
         ends = np.cumsum([block.shape[1] for block in blocks])
         cuts = np.searchsorted(ends, np.linspace(0, n, _SCAN_THREADS + 1)[1:-1]).tolist()
-        shares = [blocks[lo:hi] for lo, hi in zip([0, *cuts], [*cuts, len(blocks)]) if hi > lo]
-        parts = [_scan_pool().submit(self._dots_joined, share) for share in shares]
+        spans = [(lo, hi) for lo, hi in zip([0, *cuts], [*cuts, len(blocks)]) if hi > lo]
+        parts = [_scan_pool().submit(self._dots_joined, blocks[lo:hi], counts[lo:hi]) for lo, hi in spans]
         return np.concatenate([part.result() for part in parts])
 
-    def _dots_joined(self, blocks: list[np.ndarray]) -> np.ndarray:
-        return self._dots(np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0])
+    def _dots_joined(self, blocks: list[np.ndarray], counts: list[np.ndarray]) -> np.ndarray:
+        if len(blocks) == 1:
+            return self._dots(blocks[0], counts[0])
+        return self._dots(np.concatenate(blocks, axis=1), np.concatenate(counts))
 
-    def _dots(self, codes: np.ndarray) -> np.ndarray:
+    def _dots(self, codes: np.ndarray, ones: np.ndarray) -> np.ndarray:
+        """Per chunk of rows, the query's bit planes against every code word at once (a few
+        large numpy operations instead of one per plane and word, on temporaries that stay
+        in the CPU cache); the plane of ones is the rows' precomputed popcount."""
         n = codes.shape[1]
-        out = np.full(n, self.offset, np.float32)
-        word = np.empty(n, np.uint64)
-        count = np.empty(n, np.uint8)
-        total = np.empty(n, np.uint16)
-        width = self.planes.shape[1]
-        for j, plane in enumerate(self.planes):
-            total[:] = 0
-            for w in range(width):
-                np.bitwise_and(codes[w], plane[w], out=word)
+        out = np.empty(n, np.float32)
+        planes = self.planes
+        for start in range(0, n, _CHUNK_ROWS):
+            chunk = codes[:, start : start + _CHUNK_ROWS]
+            width = chunk.shape[1]
+            totals = np.zeros((QUERY_BITS, width), np.uint16)
+            word = np.empty((QUERY_BITS, width), np.uint64)
+            count = np.empty((QUERY_BITS, width), np.uint8)
+            for w in range(chunk.shape[0]):
+                np.bitwise_and(chunk[w][None, :], planes[:, w][:, None], out=word)
                 np.bitwise_count(word, out=count)
-                total += count
-            out += total * self.weights[j * width]
+                totals += count
+            np.matmul(self.plane_weights, totals, out=out[start : start + width])
+        out += ones * self.ones_weight
+        out += self.offset
         return out
 
     def terms(self, centroids: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ def pick_candidates(
         if not blocks:
             continue
         sizes = np.fromiter((len(block) for block in blocks), np.int64, count=len(blocks))
-        estimate = code.dots([block.bits for block in blocks])
+        estimate = code.dots([block.bits for block in blocks], [block.ones for block in blocks])
         estimate *= np.concatenate([block.b for block in blocks])
         estimate += np.concatenate([block.a for block in blocks])
         estimate += np.repeat(np.concatenate(terms), sizes)

@@ -20,7 +20,7 @@ import uuid
 from .. import keys
 from ..crashpoints import crash_point
 from ..durable_file import fsync_dir
-from ..keys import DROPPED_PREFIX, collection_dir, collections_dir
+from ..keys import DROPPED_PREFIX, collection_dir, collections_dir, scratch_dir
 
 RESTORE_PREFIX = ".restore-"
 
@@ -72,6 +72,22 @@ def remove_leftovers(data_dir: str, name: str | None = None) -> list[str]:
                 shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
                 removed.append(entry)
     return removed
+
+
+def empty_scratch(data_dir: str) -> list[str]:
+    """Delete the segment files of builds a crash interrupted (scratch_dir); returns their
+    names.  Only at start, before any build runs."""
+    scratch = scratch_dir(data_dir)
+    try:
+        entries = os.listdir(scratch)
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        try:
+            os.unlink(os.path.join(scratch, entry))
+        except FileNotFoundError:
+            pass
+    return entries
 
 
 def publish_staged(data_dir: str, staging: str, name: str) -> None:

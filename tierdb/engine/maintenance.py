@@ -47,10 +47,16 @@ class _Built:
     segment: RowSource                         # a Segment, or a PartitionedSource (s3_only)
     ref: SegmentRef
     source_rows: list[tuple[RowSource, int]]   # for each new row: where it came from (hnswlib layout)
-    data: bytes                                # the encoded segment object
+    data: bytes | None                         # the encoded segment object, in RAM ...
     grown_from: str | None = None              # the segment whose index was grown (it is replaced)
     runs: list[Run] | None = None              # partitioned layout: the rows it was built from ...
     order: np.ndarray | None = None            # ... and, per new row, its position among them
+    file: partitioned_build.PartitionedBuild | None = None   # ... or in a scratch file (partitioned)
+
+    def discard(self) -> None:
+        """Remove the scratch file, once uploaded or abandoned."""
+        if self.file is not None:
+            self.file.discard()
 
 
 class MaintenanceMixin(CollectionState):
@@ -109,7 +115,11 @@ class MaintenanceMixin(CollectionState):
         built = await asyncio.to_thread(self._build_from_memtables, frozen, frozen_seq)
         new_refs = [built.ref] if built else []
         replaced = {built.grown_from} if built and built.grown_from else set()
-        await self._publish(wal_seq=frozen_seq, replace=replaced, add=new_refs, built=built)
+        try:
+            await self._publish(wal_seq=frozen_seq, replace=replaced, add=new_refs, built=built)
+        finally:
+            if built is not None:
+                built.discard()
         await asyncio.to_thread(self._install, built, frozen, replaced)
         self._after_publish(built.ref.rows if built else 0)
         metrics.COMPACTIONS.labels(collection=self.name, kind="flush").inc()
@@ -189,13 +199,17 @@ class MaintenanceMixin(CollectionState):
             spill_dir=keys.scratch_dir(self.settings.storage.data_dir),
         )
         seg_id = uuid.uuid4().hex
-        source = self._source_of(partitioned.open_header(built.data, seg_id), len(built.data))
-        ref = SegmentRef(id=seg_id, rows=built.rows, size=len(built.data), sha256=built.sha256, indexed=False,
+        try:
+            source = self._source_of(partitioned.open_header(built.head, seg_id), built.size)
+        except BaseException:
+            built.discard()
+            raise
+        ref = SegmentRef(id=seg_id, rows=built.rows, size=built.size, sha256=built.sha256, indexed=False,
                          layout="partitioned")
         log.info("partitioned segment built", extra={"collection": self.name, "segment": seg_id, "rows": built.rows,
-                                                     "partitions": source.nlist, "bytes": len(built.data),
+                                                     "partitions": source.nlist, "bytes": built.size,
                                                      "secs": round(time.perf_counter() - started, 3)})
-        return _Built(source, ref, [], built.data, runs=runs, order=built.order)
+        return _Built(source, ref, [], built.data, runs=runs, order=built.order, file=built)
 
     def _grow(self, base: segments.Segment, new_raw: np.ndarray, wal_seq: int) -> tuple[Any, list[int]]:
         """A clone of ``base``'s index grown by ``new_raw``, and the base rows dead as of
@@ -222,7 +236,12 @@ class MaintenanceMixin(CollectionState):
     async def _publish(self, *, wal_seq: int, replace: set[str], add: list[SegmentRef], built: _Built | None) -> None:
         assert self.manifest is not None
         if built is not None:
-            await self.store.put(keys.segment_key(self.name, built.ref.id), built.data)
+            key = keys.segment_key(self.name, built.ref.id)
+            if built.file is not None and built.file.path is not None:
+                await self.store.put_file(key, built.file.path)   # multipart: never whole in RAM
+            else:
+                assert built.data is not None
+                await self.store.put(key, built.data)
             crash_point("maintenance:segment_stored")
         refs = await asyncio.to_thread(self._refs_as_of, wal_seq, replace)
         new = Manifest(
@@ -366,14 +385,19 @@ class MaintenanceMixin(CollectionState):
             return [compaction.SegmentState(s.id, s.size(), s.rows_after_purge(wal_seq)) for s in self.segments]
 
     def _max_segment_rows(self) -> int | None:
-        """Partitioned segments are uploaded from RAM in one PUT: merges stop at this size."""
+        """Partitioned segments: merges stop at this size (a merge holds its rows' ids and metadata
+        in RAM, and recall at a given nprobe falls with every extra segment)."""
         return self.settings.partitions.max_segment_rows if self.policy.partitioned_segments else None
 
     async def _merge_locked(self, chosen: set[str]) -> None:
         assert self.manifest is not None
         wal_seq = self.manifest.wal_seq
         built = await asyncio.to_thread(self._build_from_segments, chosen, wal_seq)
-        await self._publish(wal_seq=wal_seq, replace=chosen, add=[built.ref] if built else [], built=built)
+        try:
+            await self._publish(wal_seq=wal_seq, replace=chosen, add=[built.ref] if built else [], built=built)
+        finally:
+            if built is not None:
+                built.discard()
         await asyncio.to_thread(self._install, built, [], chosen)
         self._after_publish(built.ref.rows if built else 0)
         metrics.COMPACTIONS.labels(collection=self.name, kind="merge").inc()

@@ -173,13 +173,16 @@ def build(
     settings: PartitionSettings = DEFAULT_SETTINGS,
     *,
     spill_dir: str | None = None,
+    release_pages: Callable[[], None] | None = None,
 ) -> BuildStats:
     """Write a partitioned segment to the seekable binary file ``out`` (from its current position).
 
     ``vectors`` is an (n, d) float32 array (a memory map works: it is read in chunks) or an
     iterator of (rows, d) chunks, which is spilled once to a temporary file in ``spill_dir``
     so it can be read twice (k-means sample + assignment, then the partition writes).
-    ``metadata`` may be None (every row's metadata is None).
+    ``metadata`` may be None (every row's metadata is None).  ``release_pages`` (for a memory
+    map) is called after every chunk of rows read: pages read stay in the page cache, not in
+    this process's RSS.
     """
     if metric not in METRICS:
         raise invalid(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
@@ -188,7 +191,11 @@ def build(
     with _random_access(vectors, spill_dir) as matrix:
         if matrix.ndim != 2 or matrix.shape[0] != len(ids):
             raise invalid(f"vectors have shape {matrix.shape}, expected ({len(ids)}, dimension)")
-        return _build(out, ids, matrix, metadata, metric, settings)
+        return _build(out, ids, matrix, metadata, metric, settings, release_pages or _keep_pages)
+
+
+def _keep_pages() -> None:
+    pass
 
 
 class _Spill:
@@ -258,6 +265,7 @@ def _build(
     metadata: Sequence[dict | None] | None,
     metric: str,
     settings: PartitionSettings,
+    release_pages: Callable[[], None],
 ) -> BuildStats:
     n, dim = matrix.shape
     if n >= 2**32:
@@ -274,6 +282,7 @@ def _build(
     sample = np.empty((sample_rows, dim), np.float32)
     for start in range(0, sample_rows, chunk):
         sample[start : start + chunk] = matrix[picked[start : start + chunk]]
+        release_pages()
     centroids = kmeans.train(sample, nlist, spherical=spherical, iterations=settings.kmeans_iterations, seed=settings.seed, chunk_rows=chunk)
     del sample
 
@@ -284,6 +293,7 @@ def _build(
         if spherical:
             rows = kmeans.unit_rows(rows)
         assignment[start : start + chunk] = kmeans.assign(rows, centroids, spherical=spherical)[0]
+        release_pages()
     counts = np.bincount(assignment, minlength=len(centroids))
     used = counts > 0  # dropping empty clusters changes no row's nearest centroid
     centroids, counts = centroids[used], counts[used]
@@ -322,9 +332,14 @@ def _build(
     offset = PREFIX_BYTES + header_len
     largest = 0
     code_width = binary_codes.code_bytes(dim)
+    unreleased = 0   # rows read from ``matrix`` since the last release_pages()
     for p in range(nlist):
         sources = order[starts[p] : starts[p + 1]]
         rows_here = len(sources)
+        unreleased += rows_here
+        if unreleased >= chunk:
+            release_pages()
+            unreleased = rows_here
         # The codes come first but are known only once the rows are read: leave their room,
         # write the rest, then go back.
         codes_at = out.tell()
@@ -509,7 +524,7 @@ class PartitionCodes:
     """A partition's scan codes: one-bit codes as uint64 words, the estimate's A and B per row,
     and each row's crc32 (views over the fetched bytes)."""
 
-    __slots__ = ("a", "b", "bits", "number", "row_crc", "start")
+    __slots__ = ("a", "b", "bits", "number", "ones", "row_crc", "start")
 
     def __init__(self, number: int, start: int, view: memoryview, rows: int, width: int) -> None:
         self.number, self.start = number, start
@@ -518,12 +533,13 @@ class PartitionCodes:
         self.a = np.frombuffer(view[bits_len : bits_len + 4 * rows], dtype="<f4")
         self.b = np.frombuffer(view[bits_len + 4 * rows : bits_len + 8 * rows], dtype="<f4")
         self.row_crc = np.frombuffer(view[bits_len + 8 * rows : bits_len + 12 * rows], dtype="<u4")
+        self.ones = binary_codes.row_ones(self.bits)   # a scan's query-independent part, once
 
     def __len__(self) -> int:
         return len(self.a)
 
     def nbytes(self) -> int:
-        return self.bits.nbytes + self.a.nbytes + self.b.nbytes + self.row_crc.nbytes
+        return self.bits.nbytes + self.a.nbytes + self.b.nbytes + self.row_crc.nbytes + self.ones.nbytes
 
 
 Load = Callable[[Sequence[int]], list[Partition]]

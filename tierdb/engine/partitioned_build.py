@@ -2,9 +2,12 @@
 
 The rows are read once, source by source (a partitioned source partition by partition, never
 through the RAM cache), their vectors spilled to a temporary file that the build reads twice
-(k-means sample, then the partition writes); ids and metadata are kept as lists (bounded by
-``partitions.max_segment_rows``).  The encoded segment is written to a temporary file and read
-back as the object to upload.
+(k-means sample, then the partition writes) through a memory map whose pages are handed back
+as the build goes (so they never add up in the process's RSS); ids and metadata are kept as
+lists (bounded by ``partitions.max_segment_rows``).  The encoded segment is written to a
+temporary file in the scratch directory, which the store uploads from (multipart) and the
+caller removes (``PartitionedBuild.discard``; a crash leaves it to the next start, which
+empties the scratch directory).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import errno
 import hashlib
 import io
 import logging
+import mmap
 import os
 import tempfile
 from collections.abc import Iterator
@@ -34,10 +38,24 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PartitionedBuild:
-    data: bytes
+    path: str | None        # the encoded segment, a file in the scratch directory ...
+    data: bytes | None      # ... or in RAM (the local disk refused the file)
+    size: int
+    head: bytes             # the prefix and header (enough to open the segment)
     sha256: str
     order: np.ndarray       # new global row -> position among the runs' rows, in run order
     rows: int
+
+    def discard(self) -> None:
+        """Remove the file (once uploaded, or abandoned)."""
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+_HASH_CHUNK = 8 << 20
 
 
 def _rows_of(run: Run) -> Iterator[tuple[list[str], list[dict | None], np.ndarray]]:
@@ -62,17 +80,31 @@ def build(runs: list[Run], metric: str, dimension: int, settings: partitioned.Pa
           spill_dir: str) -> PartitionedBuild:
     """Spills to temporary files in ``spill_dir``; when the local disk is full (s3_only keeps
     writing then: S3 holds everything) the same build runs in RAM instead."""
+    out = None
     try:
         os.makedirs(spill_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=spill_dir, prefix="vectors-") as spill, \
-                tempfile.TemporaryFile(dir=spill_dir, prefix="segment-") as out:
+        out = tempfile.NamedTemporaryFile(dir=spill_dir, prefix="segment-", delete=False)  # noqa: SIM115
+        with tempfile.TemporaryFile(dir=spill_dir, prefix="vectors-") as spill, out:
             return _build(runs, metric, dimension, settings, spill, out, spill_dir)
     except OSError as exc:
+        if out is not None:
+            _unlink(out.name)
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
         log.warning("segment build spills in RAM: local disk refused its temporary files",
                     extra={"dir": spill_dir, "error": str(exc)})
         return _build(runs, metric, dimension, settings, io.BytesIO(), io.BytesIO(), None)
+    except BaseException:
+        if out is not None:
+            _unlink(out.name)
+        raise
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _build(runs: list[Run], metric: str, dimension: int, settings: partitioned.PartitionSettings,
@@ -85,14 +117,31 @@ def _build(runs: list[Run], metric: str, dimension: int, settings: partitioned.P
             metadata.extend(chunk_meta)
             spill.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
     spill.flush()
+    mapped = None
     if not ids:
         matrix = np.zeros((0, dimension), np.float32)
     elif isinstance(spill, io.BytesIO):
         matrix = np.frombuffer(spill.getbuffer(), dtype=np.float32).reshape(len(ids), dimension)
     else:
-        matrix = np.memmap(spill, dtype=np.float32, mode="r", shape=(len(ids), dimension))
-    stats = partitioned.build(out, ids, matrix, metadata, metric, settings, spill_dir=spill_dir)
-    del matrix
+        mapped = mmap.mmap(spill.fileno(), 0, access=mmap.ACCESS_READ)
+        matrix = np.frombuffer(mapped, dtype=np.float32).reshape(len(ids), dimension)
+    try:
+        release = (lambda: mapped.madvise(mmap.MADV_DONTNEED)) if mapped is not None else None
+        stats = partitioned.build(out, ids, matrix, metadata, metric, settings, spill_dir=spill_dir,
+                                  release_pages=release)
+    finally:
+        del matrix
+        if mapped is not None:
+            mapped.close()
+    out.flush()
+    size = out.tell()
     out.seek(0)
-    data = out.read()
-    return PartitionedBuild(data, hashlib.sha256(data).hexdigest(), stats.order, len(ids))
+    head = out.read(min(size, stats.header_bytes))
+    if isinstance(out, io.BytesIO):
+        data = out.getvalue()
+        return PartitionedBuild(None, data, size, head, hashlib.sha256(data).hexdigest(), stats.order, len(ids))
+    digest = hashlib.sha256()
+    out.seek(0)
+    while chunk := out.read(_HASH_CHUNK):
+        digest.update(chunk)
+    return PartitionedBuild(out.name, None, size, head, digest.hexdigest(), stats.order, len(ids))

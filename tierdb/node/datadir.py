@@ -45,6 +45,9 @@ def prepare_data_dir(data_dir: str, lock: DataDirLock) -> PreparedDataDir:
         removed = localdirs.remove_leftovers(data_dir)
         if removed:
             log.info("leftovers of interrupted drops and restores removed", extra={"entries": removed})
+        unfinished = localdirs.empty_scratch(data_dir)
+        if unfinished:
+            log.info("files of interrupted segment builds removed", extra={"files": unfinished})
     return PreparedDataDir(writer_id=writer_id, read_only_reason=read_only_reason)
 
 
