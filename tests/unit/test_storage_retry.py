@@ -204,7 +204,7 @@ async def test_range_past_the_end_is_not_retried():
 async def test_put_file_is_retried_like_put(tmp_path):
     source = tmp_path / "f"
     source.write_bytes(b"file bytes")
-    store, faults, clock, retries = make()
+    store, faults, _, retries = make()
     faults.fail_next(2, ops="put")
     await store.put_file("k/f", str(source))
     assert await store.get("k/f") == b"file bytes"
