@@ -289,3 +289,123 @@ async def test_get_range_past_the_end_is_invalid_without_retries(make_s3_store):
             await store.get_range(key, start, start + 5)
         assert info.value.kind is ErrorKind.INVALID and key in str(info.value)
     assert counts["get_range"] == 2 and retried == []
+
+
+MiB = 1 << 20
+SEGMENT_KEY = "collections/c/segments/" + "cd" * 16 + ".seg"
+
+
+def _leftover_uploads(s3_server, settings, key: str) -> list[dict]:
+    """Multipart uploads still open for ``key`` (SeaweedFS supports ListMultipartUploads)."""
+    listed = s3_server.sync_client().list_multipart_uploads(
+        Bucket=s3_server.bucket, Prefix=f"{settings.prefix}/{key}")
+    return listed.get("Uploads", [])
+
+
+def _fail_on_call(client, method: str, n: int, error: Exception, calls: list) -> None:
+    """Make the ``n``th call of the client's ``method`` raise ``error`` (the others go through);
+    every call's kwargs are recorded in ``calls``."""
+    real = getattr(client, method)
+
+    async def faulty(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == n:
+            raise error
+        return await real(**kwargs)
+
+    setattr(client, method, faulty)
+
+
+def _client_error(code: str, status: int, op: str):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, op)
+
+
+async def test_put_file_multipart_roundtrip(tmp_path, s3_server, s3_settings_factory, make_s3_store):
+    settings = s3_settings_factory()
+    counts, on_request = _counter()
+    store = make_s3_store(settings, retry=None, part_size=5 * MiB, on_request=on_request)
+    data = os.urandom(11 * MiB + 12_345)  # parts of 5, 5 and 1 MiB + a bit
+    source = tmp_path / "segment.tmp"
+    source.write_bytes(data)
+    await store.put_file(SEGMENT_KEY, str(source))
+    assert await store.get(SEGMENT_KEY) == data
+    assert await store.get_range(SEGMENT_KEY, 5 * MiB - 3, 5 * MiB + 3) == data[5 * MiB - 3 : 5 * MiB + 3]
+    assert counts["put"] == store.upload_requests(len(data)) == 1 + 3 + 1  # create, parts, complete
+    head = s3_server.sync_client().head_object(Bucket=s3_server.bucket, Key=f"{settings.prefix}/{SEGMENT_KEY}")
+    assert head["ContentLength"] == len(data) and head["ETag"].strip('"').endswith("-3")  # 3 parts
+    # A file of at most one part is one plain PUT.
+    counts.clear()
+    source.write_bytes(data[: 5 * MiB])
+    await store.put_file(SEGMENT_KEY, str(source))
+    assert counts["put"] == 1 and await store.get(SEGMENT_KEY) == data[: 5 * MiB]
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retryable"), [("SlowDown", 503, True), ("AccessDenied", 403, False)]
+)
+async def test_put_file_failed_part_aborts_the_upload(
+    tmp_path, s3_server, s3_settings_factory, make_s3_store, code, status, retryable
+):
+    settings = s3_settings_factory()
+    store = make_s3_store(settings, retry=None, part_size=5 * MiB)
+    source = tmp_path / "segment.tmp"
+    source.write_bytes(os.urandom(11 * MiB))
+    await store.head(SEGMENT_KEY)  # opens the client, to fault its calls
+    parts, aborts = [], []
+    _fail_on_call(store._client, "upload_part", 2, _client_error(code, status, "UploadPart"), parts)
+    _fail_on_call(store._client, "abort_multipart_upload", 0, AssertionError("never"), aborts)
+    with pytest.raises(TierDBError) as info:
+        await store.put_file(SEGMENT_KEY, str(source))
+    err = info.value
+    assert err.kind is ErrorKind.UNAVAILABLE and err.context["retryable"] is retryable
+    assert err.context["code"] == code and err.context["op"] == "put" and SEGMENT_KEY in str(err)
+    assert len(parts) == 2  # no part sent after the failed one
+    assert [a["UploadId"] for a in aborts] == [parts[0]["UploadId"]]
+    assert await store.head(SEGMENT_KEY) is None
+    assert _leftover_uploads(s3_server, settings, SEGMENT_KEY) == []
+
+
+async def test_put_file_failed_abort_is_logged_and_the_original_error_raised(
+    tmp_path, s3_server, s3_settings_factory, make_s3_store, caplog
+):
+    settings = s3_settings_factory()
+    store = make_s3_store(settings, retry=None, part_size=5 * MiB)
+    source = tmp_path / "segment.tmp"
+    source.write_bytes(os.urandom(11 * MiB))
+    await store.head(SEGMENT_KEY)
+    parts, aborts = [], []
+    _fail_on_call(store._client, "upload_part", 2, _client_error("InternalError", 500, "UploadPart"), parts)
+    _fail_on_call(store._client, "abort_multipart_upload", 1,
+                  _client_error("ServiceUnavailable", 503, "AbortMultipartUpload"), aborts)
+    with caplog.at_level("WARNING", logger="tierdb.storage.s3"):
+        with pytest.raises(TierDBError) as info:
+            await store.put_file(SEGMENT_KEY, str(source))
+    assert info.value.context["code"] == "InternalError" and info.value.context["retryable"] is True
+    upload_id = parts[0]["UploadId"]
+    warned = [r for r in caplog.records if "abort" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].upload_id == upload_id and warned[0].key == SEGMENT_KEY
+    assert warned[0].code == "ServiceUnavailable"
+    assert [u["UploadId"] for u in _leftover_uploads(s3_server, settings, SEGMENT_KEY)] == [upload_id]
+    await asyncio.to_thread(s3_server.sync_client().abort_multipart_upload, Bucket=s3_server.bucket,
+                            Key=f"{settings.prefix}/{SEGMENT_KEY}", UploadId=upload_id)
+
+
+async def test_retried_put_file_restarts_the_whole_upload(tmp_path, s3_server, s3_settings_factory, make_s3_store):
+    settings = s3_settings_factory()
+    retried = []
+    store = make_s3_store(settings, part_size=5 * MiB, on_retry=lambda *a: retried.append(a))
+    data = os.urandom(11 * MiB)
+    source = tmp_path / "segment.tmp"
+    source.write_bytes(data)
+    s3 = store.inner
+    await s3.head(SEGMENT_KEY)
+    parts = []
+    _fail_on_call(s3._client, "upload_part", 2, _client_error("SlowDown", 503, "UploadPart"), parts)
+    await store.put_file(SEGMENT_KEY, str(source))
+    assert len(retried) == 1 and retried[0][0] == "put"
+    assert [p["PartNumber"] for p in parts] == [1, 2, 1, 2, 3]  # the retry starts over
+    assert len({p["UploadId"] for p in parts}) == 2
+    assert await store.get(SEGMENT_KEY) == data
+    assert _leftover_uploads(s3_server, settings, SEGMENT_KEY) == []

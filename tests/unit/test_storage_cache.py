@@ -335,3 +335,67 @@ async def test_cached_ranges_wait_for_the_fill_of_the_enclosing_range(tmp_path):
     await h.store.get_range(seg("s"), 0, 50_000)   # its fill runs in the background
     assert await h.store.cached_ranges(seg("s"), [(10, 20)], [(0, 50_000)]) == [data[10:20]]
     await h.store.close()
+
+
+@pytest.mark.parametrize("size", [10, OBJ], ids=["inline", "file"])
+async def test_put_file_fills_the_cache_so_reads_never_reach_inner(tmp_path, size):
+    data = os.urandom(size)
+    source = tmp_path / "segment.tmp"
+    source.write_bytes(data)
+    by_file, by_put = Harness(tmp_path / "a"), Harness(tmp_path / "b")
+    await by_file.store.put_file(seg("f"), str(source))
+    await by_put.store.put(seg("f"), data)
+    # The same entry as put's: same cache volume, same kind of stored value (inline or a file).
+    assert by_file.store.stats()["bytes"] == by_put.store.stats()["bytes"]
+    assert by_file.store.stats()["entries"] == by_put.store.stats()["entries"] == 1
+    stored = [h.store._cache.get(seg("f"), read=True) for h in (by_file, by_put)]
+    assert [type(v) is bytes for v in stored] == [size < OBJ] * 2
+    for value in stored:
+        if not isinstance(value, bytes):
+            value.close()
+    # Ranges and the whole object are served from the cache, by every read path.
+    assert await by_file.store.get_range(seg("f"), 3, 9) == data[3:9]
+    assert await by_file.store.cached_ranges(seg("f"), [(0, 5), (size - 4, size)]) == [data[:5], data[-4:]]
+    assert by_file.store.read_known_files(seg("f"), [(1, 7)], [(0, size)]) == [data[1:7] if size >= OBJ else None]
+    assert await by_file.store.get(seg("f")) == data
+    assert range_gets(by_file, seg("f")) == 0 and by_file.inner_gets(seg("f")) == 0
+    assert by_file.inner.calls == [("put", seg("f"))]
+
+
+async def test_put_file_streams_the_fill_from_the_file(tmp_path, monkeypatch):
+    source = tmp_path / "segment.tmp"
+    source.write_bytes(os.urandom(OBJ))
+    stored = []
+    real_set = diskcache.Cache.set
+
+    def recording_set(self, key, value, *args, **kwargs):
+        stored.append((key, type(value), kwargs.get("read")))
+        return real_set(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(diskcache.Cache, "set", recording_set)
+    h = Harness(tmp_path)
+    await h.store.put_file(seg("s"), str(source))
+    assert [(key, read) for key, _, read in stored if key == seg("s")] == [(seg("s"), True)]
+    assert all(kind is not bytes for key, kind, _ in stored if key == seg("s"))
+    assert await h.store.get(seg("s")) == source.read_bytes() and h.inner_gets(seg("s")) == 0
+
+
+async def test_put_file_over_max_object_size_is_not_cached(tmp_path):
+    source = tmp_path / "big.tmp"
+    source.write_bytes(b"x" * 11)
+    h = Harness(tmp_path, max_object_bytes=10)
+    await h.store.put_file(seg("x"), str(source))
+    assert h.store.stats()["entries"] == 0
+    assert await h.store.get(seg("x")) == b"x" * 11 and h.inner_gets(seg("x")) == 1
+
+
+async def test_put_file_overwrite_with_lost_response_leaves_no_stale_entry(tmp_path):
+    h = Harness(tmp_path)
+    await h.store.put(seg("o"), b"old")
+    source = tmp_path / "new.tmp"
+    source.write_bytes(b"new")
+    h.inner.inject("lose_response", ops="put", times=1)
+    with pytest.raises(TierDBError):
+        await h.store.put_file(seg("o"), str(source))
+    assert h.store.stats()["entries"] == 0
+    assert await h.store.get(seg("o")) == b"new"

@@ -101,3 +101,18 @@ async def test_range_gets_are_their_own_op_and_faultable():
         await store.get_range("k", 0, 3)
     assert await store.get_range("k", 3, 5) == b"34"
     assert store.count("get_range") == 4
+
+
+async def test_put_file_is_a_put_for_the_fault_rules(tmp_path):
+    source = tmp_path / "f"
+    source.write_bytes(b"file bytes")
+    store = FaultInjectingStore(MemoryStore())
+    store.fail_next(1, ops="put")
+    with pytest.raises(TierDBError) as info:
+        await store.put_file("k/f", str(source))
+    assert info.value.context["retryable"] and await store.head("k/f") is None
+    store.inject("lose_response", ops="put", times=1)
+    with pytest.raises(TierDBError):
+        await store.put_file("k/f", str(source))
+    assert await store.get("k/f") == b"file bytes"
+    assert [call for call in store.calls if call[0] == "put"] == [("put", "k/f")] * 2

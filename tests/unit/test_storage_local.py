@@ -184,3 +184,21 @@ async def test_range_of_a_directory_is_not_found(tmp_path):
         with pytest.raises(TierDBError) as info:
             await store.get_range(key, 0, 1)
         assert info.value.kind is ErrorKind.NOT_FOUND
+
+
+async def test_put_file_publishes_atomically_and_durably(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    store = LocalStore(str(root))
+    await store.put("a/b", b"old")
+    fsynced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd)))
+    with pytest.raises(TierDBError) as info:
+        await store.put_file("a/b", str(tmp_path / "missing"))
+    assert str(tmp_path / "missing") in str(info.value)
+    assert await store.get("a/b") == b"old" and _all_files(root) == ["a/b"]  # no temp file left
+    source = tmp_path / "src"
+    source.write_bytes(os.urandom(3 << 20))  # more than one copy chunk
+    await store.put_file("a/b", str(source))
+    assert await store.get("a/b") == source.read_bytes() and _all_files(root) == ["a/b"]
+    assert len(fsynced) >= 2  # the new file, then its directory

@@ -77,3 +77,21 @@ def test_new_collections_export_zero_range_series():
     assert _fetched("metered-zero", "get_range") == _fetched("metered-zero", "get") == 0
     assert "storage_s3_bytes_fetched_total" in metrics.exposed_metric_names()
     metrics.forget_collection("metered-zero")
+
+
+async def test_put_file_counts_the_requests_of_the_upload(tmp_path):
+    source = tmp_path / "segment.tmp"
+    source.write_bytes(b"x" * 1234)
+    sizes = []
+
+    class PartedInner(MemoryStore):
+        def upload_requests(self, size):  # as S3Store: create + parts + complete
+            sizes.append(size)
+            return 5
+
+    key = "collections/metered-f/segments/" + "bb" * 16 + ".seg"
+    before = _count("metered-f", "put")
+    await MeteredStore(PartedInner()).put_file(key, str(source))
+    assert sizes == [1234] and _count("metered-f", "put") - before == 5
+    await MeteredStore(MemoryStore()).put_file(key, str(source))  # a store without parts: one request
+    assert _count("metered-f", "put") - before == 6

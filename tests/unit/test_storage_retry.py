@@ -199,3 +199,13 @@ async def test_range_past_the_end_is_not_retried():
         await store.get_range("k/r", 10, 20)
     assert info.value.kind is ErrorKind.INVALID
     assert retries == [] and faults.count("get_range") == 1
+
+
+async def test_put_file_is_retried_like_put(tmp_path):
+    source = tmp_path / "f"
+    source.write_bytes(b"file bytes")
+    store, faults, _, retries = make()
+    faults.fail_next(2, ops="put")
+    await store.put_file("k/f", str(source))
+    assert await store.get("k/f") == b"file bytes"
+    assert [r[:2] for r in retries] == [("put", 1), ("put", 2)] and faults.count("put") == 3

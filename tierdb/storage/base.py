@@ -41,6 +41,12 @@ class BlobStore(Protocol):
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None: ...
 
+    async def put_file(self, key: str, path: str) -> None:
+        """The object at ``key`` becomes the bytes of the local file ``path`` (which the caller
+        does not change or delete until this returns).  Never holds more than one part of it in
+        RAM (S3: a multipart upload for a file larger than one part).  Overwrites like ``put``
+        without ``if_absent``; there is no ``if_absent`` variant."""
+
     async def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key is not an error."""
 

@@ -31,6 +31,7 @@ import os
 import logging
 import threading
 from collections.abc import Callable
+from typing import BinaryIO
 
 import diskcache
 
@@ -279,6 +280,15 @@ class DiskCachedStore(WrapperStore):
         if cacheable:
             await self._fill(key, data)
 
+    async def put_file(self, key: str, path: str) -> None:
+        """As ``put``, with the cache filled by streaming the file (never read whole)."""
+        cacheable = self._cacheable(key)
+        if cacheable:
+            await self._evict(key)
+        await self.inner.put_file(key, path)
+        if cacheable:
+            await self._fill_from_file(key, path)
+
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
         if self._cacheable(key):
@@ -360,9 +370,17 @@ class DiskCachedStore(WrapperStore):
     async def _fill(self, key: CacheKey, data: bytes) -> None:
         if len(data) > self.max_object_bytes:
             return
+        await self._fill_with(key, lambda cache: self._fill_sync(cache, key, data))
+
+    async def _fill_from_file(self, key: str, path: str) -> None:
+        await self._fill_with(key, lambda cache: self._fill_from_file_sync(cache, key, path))
+
+    async def _fill_with(self, key: CacheKey, fill_sync: Callable[[diskcache.Cache], int]) -> None:
+        """Run ``fill_sync`` (returning the number of entries evicted) in a worker thread; on
+        failure the entry is evicted, never left possibly stale."""
         try:
             cache = await self._open()
-            evicted = await asyncio.to_thread(self._fill_sync, cache, key, data)
+            evicted = await asyncio.to_thread(fill_sync, cache)
         except Exception:
             logger.warning(
                 "disk cache fill failed",
@@ -374,8 +392,21 @@ class DiskCachedStore(WrapperStore):
         if evicted:
             self._event("eviction", evicted)
 
-    def _fill_sync(self, cache: diskcache.Cache, key: CacheKey, data: bytes) -> int:
-        """Store one entry; the number of entries evicted to make room for it."""
+    def _fill_from_file_sync(self, cache: diskcache.Cache, key: str, path: str) -> int:
+        """Store the file at ``path`` as ``key``'s whole object, as ``put`` of its bytes would
+        have: a small one inline (read, it is small), a larger one streamed into diskcache's file
+        for it.  A file larger than ``max_object_bytes`` is not cached (0 evicted)."""
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            if size > self.max_object_bytes:
+                return 0
+            if size < cache.disk.min_file_size:
+                return self._fill_sync(cache, key, source.read())
+            return self._fill_sync(cache, key, source, read=True)
+
+    def _fill_sync(self, cache: diskcache.Cache, key: CacheKey, data: bytes | BinaryIO, *, read: bool = False) -> int:
+        """Store one entry (``read``: ``data`` is a file to copy from); the number of entries
+        evicted to make room for it."""
         with self._fill_lock:
             if isinstance(key, str):
                 cache.evict(key)  # the object's cached ranges: redundant now, not evictions
@@ -384,7 +415,7 @@ class DiskCachedStore(WrapperStore):
                 tag = key[0]
             is_new = key not in cache
             before = len(cache)
-            cache.set(key, data, tag=tag)
+            cache.set(key, data, tag=tag, read=read)
             self._shrink(cache)
             after = len(cache)
             self._bytes, self._entries = cache.volume(), after

@@ -123,6 +123,10 @@ class FaultInjectingStore(WrapperStore):
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         await self._apply("put", key, lambda: self.inner.put(key, data, if_absent=if_absent))
 
+    async def put_file(self, key: str, path: str) -> None:
+        # Fault rules (and ``calls``) see a file upload as a put.
+        await self._apply("put", key, lambda: self.inner.put_file(key, path))
+
     async def delete(self, key: str) -> None:
         await self._apply("delete", key, lambda: self.inner.delete(key))
 

@@ -16,10 +16,11 @@ import asyncio
 import errno
 import logging
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from tierdb.durable_file import fsync_dir
 from tierdb.errors import ErrorKind, TierDBError, invalid, not_found
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TMP_SUFFIX = ".tmp"
+_COPY_CHUNK = 1 << 20  # put_file copies its source in pieces this big
 # errnos that mean "this disk cannot take the write", reported as 507.
 _STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -145,7 +147,12 @@ class LocalStore:
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
-        await self._run("put", key, path, self._write, key, path, bytes(data), if_absent)
+        data = bytes(data)
+        await self._run("put", key, path, self._write, key, path, lambda f: f.write(data), if_absent)
+
+    async def put_file(self, key: str, path: str) -> None:
+        target = self._path(key)
+        await self._run("put", key, target, self._write, key, target, lambda f: _copy_from(path, f), False)
 
     async def delete(self, key: str) -> None:
         path = self._path(key)
@@ -176,7 +183,7 @@ class LocalStore:
         except TierDBError:
             raise
         except OSError as exc:
-            raise _os_error(exc, op, key, path) from exc
+            raise local_file_error(exc, op, key, path) from exc
 
     @staticmethod
     def _read(key: str, path: str) -> bytes:
@@ -213,7 +220,8 @@ class LocalStore:
         finally:
             os.close(fd)
 
-    def _write(self, key: str, path: str, data: bytes, if_absent: bool) -> None:
+    def _write(self, key: str, path: str, fill: Callable[[BinaryIO], object], if_absent: bool) -> None:
+        """Publish the bytes ``fill`` writes into a temporary file at ``path``, atomically."""
         directory = os.path.dirname(path)
         self._makedirs(directory, key)
         if os.path.isdir(path):
@@ -223,7 +231,7 @@ class LocalStore:
         )
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                fill(f)
                 f.flush()
                 if self._fsync:
                     os.fsync(f.fileno())
@@ -311,6 +319,11 @@ class LocalStore:
 
 
 
+def _copy_from(source: str, target: BinaryIO) -> None:
+    with open(source, "rb") as f:
+        shutil.copyfileobj(f, target, _COPY_CHUNK)
+
+
 def _dir_conflict(key: str) -> TierDBError:
     return invalid(
         f"object key {key!r} conflicts with an existing key (a key cannot be both an "
@@ -319,7 +332,8 @@ def _dir_conflict(key: str) -> TierDBError:
     )
 
 
-def _os_error(exc: OSError, op: str, key: str, path: str) -> TierDBError:
+def local_file_error(exc: OSError, op: str, key: str, path: str) -> TierDBError:
+    """A failed local file operation (writing a local store's file, reading a file to upload)."""
     where = str(exc.filename or path)
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     kind = (

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tierdb.storage.base import ObjectInfo
 from tierdb.storage.local import (
+    local_file_error,
     object_exists,
     object_not_found,
     slice_range,
@@ -14,7 +17,8 @@ from tierdb.storage.local import (
 
 
 class MemoryStore:
-    """Objects in a dict.  Every method runs without awaiting, so each is atomic on the loop."""
+    """Objects in a dict.  Every method runs without awaiting, so each is atomic on the loop
+    (``put_file`` reads its file in a worker thread first, then stores it without awaiting)."""
 
     def __init__(self) -> None:
         self._objects: dict[str, bytes] = {}
@@ -43,6 +47,14 @@ class MemoryStore:
             raise object_exists(key)
         self._objects[key] = bytes(data)
 
+    async def put_file(self, key: str, path: str) -> None:
+        validate_key(key)
+        try:
+            data = await asyncio.to_thread(_read_file, path)
+        except OSError as exc:
+            raise local_file_error(exc, "put", key, path) from exc
+        self._objects[key] = data
+
     async def delete(self, key: str) -> None:
         validate_key(key)
         self._objects.pop(key, None)
@@ -62,3 +74,8 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

@@ -19,5 +19,8 @@ class ReadOnlyStore(WrapperStore):
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         raise ReadOnlyStoreViolation(f"a read replica tried to write {key!r} to S3")
 
+    async def put_file(self, key: str, path: str) -> None:
+        raise ReadOnlyStoreViolation(f"a read replica tried to write {key!r} to S3 (from a file)")
+
     async def delete(self, key: str) -> None:
         raise ReadOnlyStoreViolation(f"a read replica tried to delete {key!r} from S3")

@@ -164,6 +164,10 @@ class RetryingStore(WrapperStore):
 
         await self._call("put", key, attempt)
 
+    async def put_file(self, key: str, path: str) -> None:
+        # Each attempt is a whole upload: a multipart upload that failed was aborted by the store.
+        await self._call("put", key, lambda: self.inner.put_file(key, path))
+
     async def _holds(self, key: str, data: bytes) -> bool:
         # A transient failure here propagates and the whole conditional put is retried.
         try:

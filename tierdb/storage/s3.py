@@ -10,6 +10,7 @@ error code, HTTP status and request id).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -17,7 +18,7 @@ import ssl
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 import yarl
@@ -40,6 +41,7 @@ from tierdb.config import S3Settings
 from tierdb.errors import ErrorKind, TierDBError, invalid
 from tierdb.storage.base import ObjectInfo
 from tierdb.storage.local import (
+    local_file_error,
     object_exists,
     object_not_found,
     range_not_satisfiable,
@@ -98,6 +100,14 @@ _MAX_URLS = 100_000
 # SeaweedFS: 115 ms over 32 connections, 95 over 64, 98 over 128).
 _RANGE_CONNECTIONS = 64
 
+# put_file: a file of at most one part goes up in one PUT, a larger one as a multipart upload of
+# parts this big (one part in RAM at a time).  S3 wants every part but the last >= 5 MiB, at most
+# 5 GiB, and at most 10,000 parts (a file that would need more gets larger parts).
+MULTIPART_PART_SIZE = 64 << 20
+MIN_PART_SIZE = 5 << 20
+MAX_PART_SIZE = 5 << 30
+MAX_PARTS = 10_000
+
 
 def _range_ssl() -> ssl.SSLContext | bool:
     """TLS for the range GETs as botocore does it: ``AWS_CA_BUNDLE`` (a private CA, e.g. a
@@ -135,6 +145,30 @@ _HINTS = {
     "NoCredentialsError": "no S3 credentials found (set AWS_ACCESS_KEY_ID / "
     "AWS_SECRET_ACCESS_KEY or another AWS credential source)",
 }
+
+
+def _open_sized(path: str) -> tuple[BinaryIO, int]:
+    source = open(path, "rb")  # noqa: SIM115 - closed by put_file
+    return source, os.fstat(source.fileno()).st_size
+
+
+async def _read_part(fd: int, length: int, offset: int, key: str, path: str) -> bytes:
+    """``length`` bytes of the file to upload at ``offset``, read in a worker thread."""
+    try:
+        return await asyncio.to_thread(_read_exactly, fd, length, offset)
+    except OSError as exc:
+        raise local_file_error(exc, "put", key, path) from exc
+
+
+def _read_exactly(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes of the file at ``offset`` (blocking); a file cut short is an error."""
+    data = os.pread(fd, length, offset)
+    while len(data) < length:
+        more = os.pread(fd, length - len(data), offset + len(data))
+        if not more:
+            raise OSError(errno.EIO, f"file ended {length - len(data)} bytes early (changed while being uploaded)")
+        data += more
+    return data
 
 
 def _parse_content_range(content_range: str) -> tuple[int, int, int | None] | None:
@@ -195,7 +229,8 @@ class S3Store:
     """Objects under ``{settings.prefix}/{key}`` in ``settings.bucket``.
 
     ``on_request(op)`` is called once per HTTP request (op in get/get_range/put/delete/list/
-    head; a multi-page list calls it once per page) so the caller can count S3 requests.
+    head; a multi-page list calls it once per page, a multipart upload once per request of it,
+    all as "put") so the caller can count S3 requests.  ``part_size``: see ``put_file``.
     """
 
     def __init__(
@@ -206,17 +241,21 @@ class S3Store:
         secret_key: str | None = None,
         on_request: Callable[[str], None] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        part_size: int = MULTIPART_PART_SIZE,
     ) -> None:
         if not settings.bucket:
             raise invalid("s3.bucket is not set")
         if not 1 <= page_size <= DEFAULT_PAGE_SIZE:
             raise invalid(f"S3 list page size must be 1..{DEFAULT_PAGE_SIZE}, got {page_size}")
+        if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise invalid(f"S3 multipart part size must be {MIN_PART_SIZE}..{MAX_PART_SIZE} bytes, got {part_size}")
         self.settings = settings
         self.bucket = settings.bucket
         self._root = keys.with_prefix(settings.prefix, "")
         self._credentials = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key}
         self._on_request = on_request
         self._page_size = page_size
+        self.part_size = part_size
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
         self._ranged: aiohttp.ClientSession | None = None          # range GETs on presigned URLs
@@ -274,6 +313,76 @@ class S3Store:
             await client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, **kwargs)
         except Exception as exc:
             raise self._error("put", key, exc) from exc
+
+    async def put_file(self, key: str, path: str) -> None:
+        """A file of at most ``part_size`` bytes is sent with one PUT; a larger one as a multipart
+        upload, one part read (in a worker thread) and sent at a time.  A multipart upload that
+        fails (or is cancelled) is aborted, so no parts are left behind, and the failure is
+        raised as ``put`` would raise it."""
+        validate_key(key)
+        try:
+            source, size = await asyncio.to_thread(_open_sized, path)
+        except OSError as exc:
+            raise local_file_error(exc, "put", key, path) from exc
+        try:
+            if size <= self.part_size:
+                await self.put(key, await _read_part(source.fileno(), size, 0, key, path))
+            else:
+                await self._put_multipart(key, path, source.fileno(), size)
+        finally:
+            await asyncio.to_thread(source.close)
+
+    def upload_requests(self, size: int) -> int:
+        """The S3 requests ``put_file`` of a file of ``size`` bytes sends when it succeeds."""
+        part_size = self._part_size_for(size)
+        return 1 if size <= self.part_size else -(-size // part_size) + 2  # create + parts + complete
+
+    def _part_size_for(self, size: int) -> int:
+        return max(self.part_size, -(-size // MAX_PARTS))
+
+    async def _put_multipart(self, key: str, path: str, fd: int, size: int) -> None:
+        part_size = self._part_size_for(size)
+        try:
+            client = await self._request("put")
+            created = await client.create_multipart_upload(Bucket=self.bucket, Key=self._full(key))
+        except Exception as exc:
+            raise self._error("put", key, exc) from exc
+        upload_id = created["UploadId"]
+        try:
+            parts = []
+            for number, offset in enumerate(range(0, size, part_size), start=1):
+                body = await _read_part(fd, min(part_size, size - offset), offset, key, path)
+                client = await self._request("put")
+                response = await client.upload_part(
+                    Bucket=self.bucket, Key=self._full(key), UploadId=upload_id, PartNumber=number, Body=body
+                )
+                del body  # one part in RAM: this one goes before the next is read
+                parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            client = await self._request("put")
+            await client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self._full(key), UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except (Exception, asyncio.CancelledError) as exc:
+            await self._abort_multipart(key, upload_id, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise self._error("put", key, exc) from exc
+        logger.debug("S3 multipart upload done",
+                     extra={"key": key, "bucket": self.bucket, "bytes": size, "parts": len(parts)})
+
+    async def _abort_multipart(self, key: str, upload_id: str, cause: BaseException) -> None:
+        """Best effort: a failed abort is logged (the upload's parts then linger until a bucket
+        lifecycle rule removes them) and never replaces the error that made us abort."""
+        try:
+            client = await self._request("put")
+            await client.abort_multipart_upload(Bucket=self.bucket, Key=self._full(key), UploadId=upload_id)
+        except Exception as exc:  # noqa: BLE001 - best effort: any failure is logged, never raised
+            _, code, status = classify(exc)
+            logger.warning(
+                "S3 abort of a failed multipart upload failed; its parts are left over",
+                extra={"key": key, "bucket": self.bucket, "upload_id": upload_id, "code": code,
+                       "status": status, "cause": type(cause).__name__},
+            )
 
     async def delete(self, key: str) -> None:
         validate_key(key)

@@ -27,6 +27,9 @@ class WrapperStore:
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         await self.inner.put(key, data, if_absent=if_absent)
 
+    async def put_file(self, key: str, path: str) -> None:
+        await self.inner.put_file(key, path)
+
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
 

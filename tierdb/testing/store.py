@@ -49,6 +49,26 @@ PAYLOADS = [
 ]
 
 
+MiB = 1 << 20
+
+
+def lower_part_size(store: BlobStore, part_size: int, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Set ``part_size`` (S3Store's multipart threshold) of the store at the bottom of a stack of
+    wrappers, for this test only; False if that store has none."""
+    while not hasattr(store, "part_size") and hasattr(store, "inner"):
+        store = store.inner  # type: ignore[attr-defined]
+    if not hasattr(store, "part_size"):
+        return False
+    monkeypatch.setattr(store, "part_size", part_size)
+    return True
+
+
+def write_file(directory, name: str, data: bytes) -> str:
+    path = directory / name
+    path.write_bytes(data)
+    return str(path)
+
+
 class BlobStoreContract:
     concurrent_writers = 5      # conditional puts racing for one key
     many_keys = 30              # keys in the listing test; use a small page size to paginate
@@ -93,6 +113,55 @@ class BlobStoreContract:
         await store.put(key, b"v3", if_absent=True)
         assert await store.get(key) == b"v3"
         assert (await store.head(key)).size == 2
+
+    @pytest.mark.parametrize("key", [SEGMENT, "k/plain"])
+    @pytest.mark.parametrize("data", [b"", b"0123456789", RANGE_DATA], ids=["empty", "tiny", "100KB"])
+    async def test_put_file_roundtrip(self, store: BlobStore, tmp_path, key: str, data: bytes) -> None:
+        await store.put_file(key, write_file(tmp_path, "src", data))
+        for _ in range(2):  # a cache fill, then a cache hit
+            assert await store.get(key) == data
+        assert (await store.head(key)).size == len(data)
+        if data:
+            assert await store.get_range(key, 1, len(data) - 1) == data[1:-1]
+            assert await store.get_range(key, len(data) - 3, len(data) + 10) == data[-3:]
+
+    @pytest.mark.parametrize("key", [SEGMENT, "k/plain"])
+    async def test_put_file_larger_than_a_part(self, store: BlobStore, tmp_path, monkeypatch, key: str) -> None:
+        # Where the store uploads in parts (S3), 5 MiB parts: 11 MiB is a multipart upload of 3.
+        lower_part_size(store, 5 * MiB, monkeypatch)
+        data = os.urandom(11 * MiB)
+        await store.put_file(key, write_file(tmp_path, "big", data))
+        assert (await store.head(key)).size == len(data)
+        for start, end in [(5 * MiB - 7, 5 * MiB + 9), (0, 100), (10 * MiB, 11 * MiB), (11 * MiB - 1, 12 * MiB)]:
+            assert await store.get_range(key, start, end) == data[start:end], (start, end)
+        assert await store.get(key) == data
+
+    @pytest.mark.parametrize("key", [SEGMENT, "k/plain"])
+    async def test_put_file_overwrites(self, store: BlobStore, tmp_path, key: str) -> None:
+        await store.put(key, b"version-one")
+        assert await store.get_range(key, 0, 7) == b"version"  # cached, where there is a cache
+        await store.put_file(key, write_file(tmp_path, "two", b"VERSION-TWO"))
+        assert await store.get_range(key, 0, 7) == b"VERSION"
+        assert await store.get(key) == b"VERSION-TWO"
+        await store.put_file(key, write_file(tmp_path, "three", b"3"))
+        assert await store.get(key) == b"3"
+        assert (await store.head(key)).size == 1
+
+    async def test_put_file_of_a_missing_file_fails_and_writes_nothing(self, store: BlobStore, tmp_path) -> None:
+        missing = str(tmp_path / "not-there")
+        with pytest.raises(TierDBError) as info:
+            await store.put_file(SEGMENT, missing)
+        assert info.value.context.get("retryable") is False
+        assert missing in str(info.value)
+        assert await store.head(SEGMENT) is None
+
+    async def test_put_file_rejects_invalid_keys(self, store: BlobStore, tmp_path) -> None:
+        path = write_file(tmp_path, "src", b"x")
+        for bad in ("", "/abs/key", "a/../b", "dir/"):
+            with pytest.raises(TierDBError) as info:
+                await store.put_file(bad, path)
+            assert info.value.kind is ErrorKind.INVALID
+        assert await store.list("") == []
 
     async def test_if_absent_on_new_key(self, store: BlobStore) -> None:
         await store.put("k/new", b"x", if_absent=True)
