@@ -174,3 +174,13 @@ def test_a_scan_longer_than_one_chunk_equals_the_sum_over_its_bits() -> None:
     code = binary_codes.QueryCode(query, "ip")
     np.testing.assert_allclose(code._dots(bits, binary_codes.row_ones(bits)), exact_b_dots(query, bits, dim),
                                rtol=1e-5, atol=1e-4)
+
+
+def test_the_default_nprobe_grows_with_the_effective_number_of_segments() -> None:
+    from tierdb.engine.partitioned_source import default_nprobe
+
+    assert default_nprobe(96, []) == 96
+    assert default_nprobe(96, [1_000_000]) == 96
+    assert default_nprobe(96, [250_000] * 4) == 257          # the calibration point: 256 for four
+    assert default_nprobe(96, [1_000_000, 5_000]) == 96       # a small fresh segment adds ~nothing
+    assert default_nprobe(96, [1_000_000] * 3) > default_nprobe(96, [1_000_000] * 2) > 96

@@ -19,7 +19,7 @@ from . import segment as segments
 from .filters import compile_filter, filter_key
 from .memtable import Memtable
 from .partition_access import PartitionAccessMixin
-from .partitioned_source import CentroidTable, PartitionedSource, nprobe_share
+from .partitioned_source import CentroidTable, PartitionedSource, default_nprobe, nprobe_share
 from .rows import RowSource
 from .validation import check_ids
 from .vectors import as_matrix
@@ -183,7 +183,7 @@ class ReadsMixin(PartitionAccessMixin):
             found: list[tuple[RowSource, Any]] = []
             partitioned = self.partitioned_sources
             total_nlist = sum(src.nlist for src in partitioned)
-            probe = nprobe or self.settings.partitions.nprobe
+            probe = nprobe or default_nprobe(self.settings.partitions.nprobe, [src.size() for src in partitioned])
             probed = 0
             scanned: dict[int, dict] = {}   # partitions this query read, by source: hits' ids come from them
             if partitioned and predicate is None:
