@@ -173,16 +173,15 @@ def build(
     settings: PartitionSettings = DEFAULT_SETTINGS,
     *,
     spill_dir: str | None = None,
-    release_pages: Callable[[], None] | None = None,
 ) -> BuildStats:
     """Write a partitioned segment to the seekable binary file ``out`` (from its current position).
 
     ``vectors`` is an (n, d) float32 array (a memory map works: it is read in chunks) or an
     iterator of (rows, d) chunks, which is spilled once to a temporary file in ``spill_dir``
     so it can be read twice (k-means sample + assignment, then the partition writes).
-    ``metadata`` may be None (every row's metadata is None).  ``release_pages`` (for a memory
-    map) is called after every chunk of rows read: pages read stay in the page cache, not in
-    this process's RSS.
+    ``metadata`` may be None (every row's metadata is None).  Anything with ``shape``, ``ndim``
+    and numpy-style row indexing (slices, sorted row arrays) is read as ``vectors`` in place
+    (e.g. partitioned_build's rows read from a file by ``pread``).
     """
     if metric not in METRICS:
         raise invalid(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
@@ -191,11 +190,7 @@ def build(
     with _random_access(vectors, spill_dir) as matrix:
         if matrix.ndim != 2 or matrix.shape[0] != len(ids):
             raise invalid(f"vectors have shape {matrix.shape}, expected ({len(ids)}, dimension)")
-        return _build(out, ids, matrix, metadata, metric, settings, release_pages or _keep_pages)
-
-
-def _keep_pages() -> None:
-    pass
+        return _build(out, ids, matrix, metadata, metric, settings)
 
 
 class _Spill:
@@ -221,10 +216,10 @@ class _Spill:
             raise
         self.rows, self.dim = rows, dim or 0
 
-    def matrix(self) -> np.ndarray:
+    def matrix(self) -> np.ndarray | FileRows:
         if self.rows == 0:
             return np.zeros((0, self.dim), np.float32)
-        return np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
+        return FileRows(self.file.fileno(), self.rows, self.dim)
 
     def close(self) -> None:
         self.file.close()
@@ -234,6 +229,49 @@ class _Spill:
             pass
 
 
+class FileRows:
+    """An (n, d) float32 matrix in a file, read by ``pread`` when indexed (a slice, or an array
+    of row numbers; runs of consecutive rows are one read each).  Not a memory map: a mapped
+    file's pages count in the process's RSS, and reading a partition's rows, scattered over
+    the whole file, maps most of it (the kernel maps whole page-cache folios around each
+    fault); pread leaves them in the page cache only."""
+
+    def __init__(self, fd: int, rows: int, dim: int) -> None:
+        self.fd, self.shape, self.ndim = fd, (rows, dim), 2
+        self._row_bytes = 4 * dim
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step != 1:
+                raise ValueError("FileRows reads slices with step 1 only")
+            rows = np.arange(start, max(start, stop), dtype=np.int64)
+        else:
+            rows = np.asarray(key, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), self.shape[1]), np.float32)
+        if not len(rows):
+            return out
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        if ordered[0] < 0 or ordered[-1] >= self.shape[0]:
+            raise IndexError(f"row out of range 0..{self.shape[0] - 1}")
+        dense = np.empty_like(out) if not np.array_equal(order, np.arange(len(rows))) else out
+        view = memoryview(dense).cast("B")
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        size = self._row_bytes
+        for first, end in zip([0, *breaks.tolist()], [*breaks.tolist(), len(ordered)]):
+            want = (end - first) * size
+            got = os.preadv(self.fd, [view[first * size : end * size]], int(ordered[first]) * size)
+            if got != want:
+                raise OSError(f"short read of spilled rows: {got} of {want} bytes")
+        if dense is not out:
+            out[order] = dense
+        return out
+
+
 class _random_access:
     """Context: the vectors as an (n, d) array-like readable twice, spilling an iterator."""
 
@@ -241,8 +279,8 @@ class _random_access:
         self.vectors, self.spill_dir, self.spill = vectors, spill_dir, None
 
     def __enter__(self) -> np.ndarray:
-        if isinstance(self.vectors, np.ndarray):
-            return self.vectors
+        if isinstance(self.vectors, np.ndarray) or hasattr(self.vectors, "shape"):
+            return self.vectors  # type: ignore[return-value]
         self.spill = _Spill(self.vectors, self.spill_dir)
         return self.spill.matrix()
 
@@ -265,7 +303,6 @@ def _build(
     metadata: Sequence[dict | None] | None,
     metric: str,
     settings: PartitionSettings,
-    release_pages: Callable[[], None],
 ) -> BuildStats:
     n, dim = matrix.shape
     if n >= 2**32:
@@ -282,7 +319,6 @@ def _build(
     sample = np.empty((sample_rows, dim), np.float32)
     for start in range(0, sample_rows, chunk):
         sample[start : start + chunk] = matrix[picked[start : start + chunk]]
-        release_pages()
     centroids = kmeans.train(sample, nlist, spherical=spherical, iterations=settings.kmeans_iterations, seed=settings.seed, chunk_rows=chunk)
     del sample
 
@@ -293,7 +329,6 @@ def _build(
         if spherical:
             rows = kmeans.unit_rows(rows)
         assignment[start : start + chunk] = kmeans.assign(rows, centroids, spherical=spherical)[0]
-        release_pages()
     counts = np.bincount(assignment, minlength=len(centroids))
     used = counts > 0  # dropping empty clusters changes no row's nearest centroid
     centroids, counts = centroids[used], counts[used]
@@ -332,14 +367,9 @@ def _build(
     offset = PREFIX_BYTES + header_len
     largest = 0
     code_width = binary_codes.code_bytes(dim)
-    unreleased = 0   # rows read from ``matrix`` since the last release_pages()
     for p in range(nlist):
         sources = order[starts[p] : starts[p + 1]]
         rows_here = len(sources)
-        unreleased += rows_here
-        if unreleased >= chunk:
-            release_pages()
-            unreleased = rows_here
         # The codes come first but are known only once the rows are read: leave their room,
         # write the rest, then go back.
         codes_at = out.tell()

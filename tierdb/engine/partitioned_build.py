@@ -2,8 +2,8 @@
 
 The rows are read once, source by source (a partitioned source partition by partition, never
 through the RAM cache), their vectors spilled to a temporary file that the build reads twice
-(k-means sample, then the partition writes) through a memory map whose pages are handed back
-as the build goes (so they never add up in the process's RSS); ids and metadata are kept as
+(k-means sample, then the partition writes) by ``pread`` (``partitioned.FileRows``: a memory
+map's pages would add up in the process's RSS); ids and metadata are kept as
 lists (bounded by ``partitions.max_segment_rows``).  The encoded segment is written to a
 temporary file in the scratch directory, which the store uploads from (multipart) and the
 caller removes (``PartitionedBuild.discard``; a crash leaves it to the next start, which
@@ -16,7 +16,6 @@ import errno
 import hashlib
 import io
 import logging
-import mmap
 import os
 import tempfile
 from collections.abc import Iterator
@@ -117,22 +116,15 @@ def _build(runs: list[Run], metric: str, dimension: int, settings: partitioned.P
             metadata.extend(chunk_meta)
             spill.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
     spill.flush()
-    mapped = None
+    matrix: np.ndarray | partitioned.FileRows
     if not ids:
         matrix = np.zeros((0, dimension), np.float32)
     elif isinstance(spill, io.BytesIO):
         matrix = np.frombuffer(spill.getbuffer(), dtype=np.float32).reshape(len(ids), dimension)
     else:
-        mapped = mmap.mmap(spill.fileno(), 0, access=mmap.ACCESS_READ)
-        matrix = np.frombuffer(mapped, dtype=np.float32).reshape(len(ids), dimension)
-    try:
-        release = (lambda: mapped.madvise(mmap.MADV_DONTNEED)) if mapped is not None else None
-        stats = partitioned.build(out, ids, matrix, metadata, metric, settings, spill_dir=spill_dir,
-                                  release_pages=release)
-    finally:
-        del matrix
-        if mapped is not None:
-            mapped.close()
+        matrix = partitioned.FileRows(spill.fileno(), len(ids), dimension)
+    stats = partitioned.build(out, ids, matrix, metadata, metric, settings, spill_dir=spill_dir)
+    del matrix
     out.flush()
     size = out.tell()
     out.seek(0)
