@@ -104,7 +104,7 @@ class PartitionsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
 
     rows_per_partition: int = 1000   # one partition ~ one range GET (~1.5 MB at 384 dimensions)
     nprobe: int = 96                 # partitions probed per query in a one-segment collection (scaled up with segments)
-    rerank: int = 384                # candidates (by their scan codes) re-ranked with exact vectors
+    rerank: int = 320                # candidates (by their scan codes) re-ranked with exact vectors
     max_segment_rows: int = 1_000_000  # merges stop here (a merge holds its rows' ids and metadata in RAM)
     build_memory_bytes: int = 256 * MiB  # working set of one segment build (k-means, assignment)
 

@@ -220,3 +220,50 @@ def test_bad_inputs_are_invalid() -> None:
         with pytest.raises(TierDBError) as err:
             call()
         assert err.value.kind is ErrorKind.INVALID
+
+
+def _rss_file_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_file_rows_read_like_the_array_and_leave_nothing_mapped(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    n, dim = 40_000, 384                                   # 61 MB of float32
+    matrix = rng.standard_normal((n, dim)).astype(np.float32)
+    path = tmp_path / "rows.f32"
+    matrix.tofile(path)
+    with open(path, "rb") as f:
+        rows = pt.FileRows(f.fileno(), n, dim)
+        assert rows.shape == (n, dim) and rows.ndim == 2 and len(rows) == n
+        np.testing.assert_array_equal(rows[5:900], matrix[5:900])
+        np.testing.assert_array_equal(rows[n - 3 : n + 10], matrix[n - 3 :])
+        scattered = np.sort(rng.choice(n, 1000, replace=False))
+        np.testing.assert_array_equal(rows[scattered], matrix[scattered])
+        unsorted = np.array([7, 3, 3, 39_999, 0, 8, 9])
+        np.testing.assert_array_equal(rows[unsorted], matrix[unsorted])
+        assert rows[np.zeros(0, np.int64)].shape == (0, dim)
+        with pytest.raises(IndexError):
+            rows[np.array([n])]
+        # every row read, scattered, a partition at a time: nothing of the file stays mapped
+        # (a memory map of it grew RssFile by most of the file)
+        before = _rss_file_bytes()
+        for start in range(0, n, 1000):
+            rows[np.arange(start % 40, n, 40)[:1000]]
+        assert _rss_file_bytes() - before < matrix.nbytes / 8
+
+
+def test_a_build_from_file_rows_equals_the_build_from_the_array(tmp_path) -> None:
+    n, dim = 5_000, 32
+    matrix = clustered(n, dim)
+    ids = [f"doc-{i}" for i in range(n)]
+    settings = pt.PartitionSettings(rows_per_partition=200, build_memory_bytes=1 << 20)
+    path = tmp_path / "rows.f32"
+    matrix.tofile(path)
+    with open(path, "rb") as f:
+        out = io.BytesIO()
+        pt.build(out, ids, pt.FileRows(f.fileno(), n, dim), None, "cosine", settings)
+    assert out.getvalue() == pt.build_bytes(ids, matrix, None, "cosine", settings)

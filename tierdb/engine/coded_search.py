@@ -32,6 +32,8 @@ def pick_candidates(
     distance.  ``routes[s][q]`` are the partitions query q probes in segment s and ``codes[s]``
     holds their codes; tombstoned rows are never candidates."""
     picked: list[list[np.ndarray]] = [[np.zeros(0, np.int64) for _ in queries] for _ in segments]
+    with_dead = [bool(segment.tombstones.any()) for segment in segments]
+    any_dead = any(with_dead)   # usually none: no live mask then
     for qi, query in enumerate(queries):
         code = binary_codes.QueryCode(query, metric)
         blocks: list[PartitionCodes] = []
@@ -44,7 +46,9 @@ def pick_candidates(
             blocks.extend(here)
             terms.append(code.terms(segment.centroids[numbers]))
             owner.extend([s] * len(here))
-            live.extend(~segment.tombstones[block.start : block.start + len(block)] for block in here)
+            if any_dead:
+                live.extend(~segment.tombstones[block.start : block.start + len(block)] if with_dead[s]
+                            else np.ones(len(block), bool) for block in here)
         if not blocks:
             continue
         sizes = np.fromiter((len(block) for block in blocks), np.int64, count=len(blocks))
@@ -52,8 +56,11 @@ def pick_candidates(
         estimate *= np.concatenate([block.b for block in blocks])
         estimate += np.concatenate([block.a for block in blocks])
         estimate += np.repeat(np.concatenate(terms), sizes)
-        estimate[~np.concatenate(live)] = np.inf
-        alive = int(np.isfinite(estimate).sum())
+        if any_dead:
+            estimate[~np.concatenate(live)] = np.inf
+            alive = int(np.isfinite(estimate).sum())
+        else:
+            alive = len(estimate)
         take = min(candidates, alive)
         if take == 0:
             continue
