@@ -48,10 +48,7 @@ class PartitionedBuild:
     def discard(self) -> None:
         """Remove the file (once uploaded, or abandoned)."""
         if self.path is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            _unlink(self.path)
 
 
 _HASH_CHUNK = 8 << 20
