@@ -76,6 +76,9 @@ class S3Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     path_style: bool = True          # MinIO / SeaweedFS need path-style addressing
     connect_timeout_secs: float = 5.0
     read_timeout_secs: float = 30.0
+    # Objects larger than this (partitioned segments) are uploaded in parts of this size, one
+    # part in RAM at a time.
+    multipart_part_bytes: int = 64 * MiB
 
 
 class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -383,6 +386,7 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("compaction.flush_grow_ratio", _non_negative, "must not be negative (0 = flushes never grow a segment)"),
     ("s3.connect_timeout_secs", _positive, "must be positive"),
     ("s3.read_timeout_secs", _positive, "must be positive"),
+    ("s3.multipart_part_bytes", lambda v: 5 * MiB <= v <= 5 * 1024 * MiB, "must be 5 MiB to 5 GiB (S3's part limits)"),
     ("retry.max_retries", _non_negative, "must not be negative"),
     ("retry.base_backoff_secs", _positive, "must be positive"),
     ("retry.max_backoff_secs", _positive, "must be positive"),

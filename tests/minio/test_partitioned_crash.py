@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -103,5 +104,76 @@ async def test_kill9_in_a_partitioned_flush_or_merge_loses_nothing(tmp_path, s3_
             assert hits[3][0].id == "d10" and hits[4][0].id == "d350"
             await coll.compact(full=True)
             assert len(coll.manifest.segments) == 1 and coll.manifest.segments[0].rows == len(live)
+        finally:
+            await engine.close()
+
+
+MULTIPART_CHILD = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    import numpy as np
+    from tierdb.config import PartitionsSettings
+    from tierdb.models import CollectionSpec
+    from tierdb.node import Engine
+    from tierdb.testing.settings import engine_settings, s3_settings
+
+    data_dir, endpoint, bucket, prefix, region, env_var = sys.argv[1:]
+
+    async def run():
+        s3 = s3_settings(endpoint=endpoint, bucket=bucket, prefix=prefix, region=region,
+                         multipart_part_bytes=5 * 1024 * 1024)
+        engine = Engine(engine_settings(data_dir, s3, "s3_only", partitions=PartitionsSettings(rows_per_partition=200)))
+        await engine.start()
+        await engine.create_collection(CollectionSpec(name="docs", dimension=%(dim)d, tiering_policy="s3_only"))
+        coll = engine.get_collection("docs")
+        vectors = np.random.default_rng(1).standard_normal((%(rows)d, %(dim)d)).astype(np.float32)
+        await coll.upsert([f"m{i}" for i in range(%(rows)d)], vectors, [{"i": i} for i in range(%(rows)d)])
+        os.environ[env_var] = "s3:multipart_part_uploaded"   # the segment (> 2 parts) is half uploaded
+        await coll.flush(force=True)
+        print("crash point not reached", flush=True)
+
+    asyncio.run(run())
+    """
+)
+MULTIPART_DIM, MULTIPART_ROWS = 384, 6000   # ~9.6 MB of vectors: a segment of two 5 MiB parts
+
+
+async def test_kill9_between_the_parts_of_a_segment_upload_loses_nothing(tmp_path, s3_env, s3_settings_factory):
+    """The flush's segment goes up as a multipart upload; the writer is killed after its first
+    part.  Nothing was published, so a new node serves every acknowledged document (from the
+    WAL), and the restarted writer empties its scratch directory and flushes again."""
+    s3 = s3_settings_factory()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    child = MULTIPART_CHILD % {"dim": MULTIPART_DIM, "rows": MULTIPART_ROWS}
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", child, str(tmp_path / "writer"), s3.endpoint, s3.bucket, s3.prefix, s3.region, ENV_VAR],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    assert "crash point 's3:multipart_part_uploaded' reached" in proc.stderr
+    scratch = tmp_path / "writer" / "scratch"
+    assert any(scratch.iterdir()), "the half-uploaded segment's file should be left by the kill"
+
+    vectors = np.random.default_rng(1).standard_normal((MULTIPART_ROWS, MULTIPART_DIM)).astype(np.float32)
+    ids = [f"m{i}" for i in range(MULTIPART_ROWS)]
+    settings = engine_settings(str(tmp_path / "writer"), s3, "s3_only", partitions=PartitionsSettings(rows_per_partition=200))
+    for data_dir in ("writer", "fresh"):   # the restarted writer, then a new node after its flush
+        engine = Engine(msgspec.structs.replace(settings, storage=msgspec.structs.replace(
+            settings.storage, data_dir=str(tmp_path / data_dir))))
+        await engine.start()
+        try:
+            assert not any(scratch.iterdir())
+            coll = engine.get_collection("docs")
+            assert coll.count() == MULTIPART_ROWS
+            docs = await coll.get(ids[::500])
+            assert [d.id for d in docs] == ids[::500]
+            for doc in docs:
+                np.testing.assert_array_equal(doc.vector, vectors[int(doc.id[1:])])
+            if data_dir == "writer":
+                await coll.flush(force=True)   # the segment upload, whole this time
+                assert len(coll.manifest.segments) == 1 and coll.manifest.segments[0].rows == MULTIPART_ROWS
+            else:
+                assert [r.rows for r in coll.manifest.segments] == [MULTIPART_ROWS]
         finally:
             await engine.close()

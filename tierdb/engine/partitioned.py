@@ -254,11 +254,12 @@ class FileRows:
         out = np.empty((len(rows), self.shape[1]), np.float32)
         if not len(rows):
             return out
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
+        # Builds ask for sorted rows (sequential reads); others are read sorted, then put back.
+        order = None if bool(np.all(rows[1:] >= rows[:-1])) else np.argsort(rows, kind="stable")
+        ordered = rows if order is None else rows[order]
         if ordered[0] < 0 or ordered[-1] >= self.shape[0]:
             raise IndexError(f"row out of range 0..{self.shape[0] - 1}")
-        dense = np.empty_like(out) if not np.array_equal(order, np.arange(len(rows))) else out
+        dense = out if order is None else np.empty_like(out)
         view = memoryview(dense).cast("B")
         breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
         size = self._row_bytes
@@ -267,7 +268,7 @@ class FileRows:
             got = os.preadv(self.fd, [view[first * size : end * size]], int(ordered[first]) * size)
             if got != want:
                 raise OSError(f"short read of spilled rows: {got} of {want} bytes")
-        if dense is not out:
+        if order is not None:
             out[order] = dense
         return out
 

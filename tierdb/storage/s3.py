@@ -38,6 +38,7 @@ from botocore.exceptions import (
 
 from tierdb import keys
 from tierdb.config import S3Settings
+from tierdb.crashpoints import crash_point
 from tierdb.errors import ErrorKind, TierDBError, invalid
 from tierdb.storage.base import ObjectInfo
 from tierdb.storage.local import (
@@ -100,10 +101,10 @@ _MAX_URLS = 100_000
 # SeaweedFS: 115 ms over 32 connections, 95 over 64, 98 over 128).
 _RANGE_CONNECTIONS = 64
 
-# put_file: a file of at most one part goes up in one PUT, a larger one as a multipart upload of
-# parts this big (one part in RAM at a time).  S3 wants every part but the last >= 5 MiB, at most
-# 5 GiB, and at most 10,000 parts (a file that would need more gets larger parts).
-MULTIPART_PART_SIZE = 64 << 20
+# put_file: a file of at most one part (``s3.multipart_part_bytes``) goes up in one PUT, a larger
+# one as a multipart upload of parts that big (one part in RAM at a time).  S3 wants every part
+# but the last >= 5 MiB, at most 5 GiB, and at most 10,000 parts (a file that would need more
+# gets larger parts).
 MIN_PART_SIZE = 5 << 20
 MAX_PART_SIZE = 5 << 30
 MAX_PARTS = 10_000
@@ -241,12 +242,13 @@ class S3Store:
         secret_key: str | None = None,
         on_request: Callable[[str], None] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
-        part_size: int = MULTIPART_PART_SIZE,
+        part_size: int | None = None,
     ) -> None:
         if not settings.bucket:
             raise invalid("s3.bucket is not set")
         if not 1 <= page_size <= DEFAULT_PAGE_SIZE:
             raise invalid(f"S3 list page size must be 1..{DEFAULT_PAGE_SIZE}, got {page_size}")
+        part_size = settings.multipart_part_bytes if part_size is None else part_size
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise invalid(f"S3 multipart part size must be {MIN_PART_SIZE}..{MAX_PART_SIZE} bytes, got {part_size}")
         self.settings = settings
@@ -358,6 +360,7 @@ class S3Store:
                 )
                 del body  # one part in RAM: this one goes before the next is read
                 parts.append({"PartNumber": number, "ETag": response["ETag"]})
+                crash_point("s3:multipart_part_uploaded")
             client = await self._request("put")
             await client.complete_multipart_upload(
                 Bucket=self.bucket, Key=self._full(key), UploadId=upload_id, MultipartUpload={"Parts": parts}
